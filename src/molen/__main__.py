@@ -1,0 +1,5 @@
+"""``python -m molen`` is the ``molen`` command."""
+
+from molen.cli import main
+
+main()

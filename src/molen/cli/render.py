@@ -1,0 +1,98 @@
+"""Rendering for the CLI: one console, tables, times, JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "console",
+    "error",
+    "format_duration",
+    "format_time",
+    "format_value",
+    "print_csv",
+    "print_json",
+]
+
+_console: Any = None
+
+
+def console() -> Any:
+    """The shared Rich console (created on first use)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False)
+    return _console
+
+
+def error(message: str) -> None:
+    """Print one error line (the first line red, any detail lines after it) to stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    first, _, rest = message.partition("\n")
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(first)}")
+    if rest:
+        err.print(escape(rest))
+
+
+def format_time(ms: int | None) -> str:
+    """Local time of a millisecond timestamp, e.g. ``2026-11-27 06:40:12``."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(ms: int | None) -> str:
+    """``1.2s``, ``3m04s``, ``2h05m``; empty while unknown."""
+    if ms is None:
+        return ""
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def format_value(value: Any) -> str:
+    """A metric or param value for a table cell (numbers to 6 significant digits)."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON on stdout (NaN and infinities as strings)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
+
+
+def print_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print rows as CSV on stdout."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    sys.stdout.write(buffer.getvalue())
+
+
+def ago(ms: int) -> str:
+    """How long ago a millisecond timestamp was: ``5s ago``, ``3h ago``."""
+    return format_duration(int(time.time() * 1000) - ms) + " ago"

@@ -1,0 +1,238 @@
+"""Settings, resolved in one place: flag > environment variable > ``molen.yaml`` > default.
+
+Every setting has a dotted key (``tracking.uri``) and an environment variable derived from it
+(``MOLEN_TRACKING_URI``). :func:`load_settings` resolves all of them and remembers where each
+value came from, which ``molen config show`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from molen.errors import InvalidValueError, ProjectNotFoundError, UsageError
+from molen.project import CONFIG_NAME, Project, find_project
+
+__all__ = ["SETTINGS", "Setting", "Settings", "env_name", "load_settings"]
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a setting: ``tracking.uri`` -> ``MOLEN_TRACKING_URI``."""
+    return "MOLEN_" + key.replace(".", "_").upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its key, default, parser and help text."""
+
+    key: str
+    help: str
+    default: Callable[[Project | None], Any]
+    parse: Callable[[str], Any] = str
+
+    @property
+    def env(self) -> str:
+        return env_name(self.key)
+
+
+def _default_tracking_uri(project: Project | None) -> str | None:
+    if project is None:
+        return None
+    return f"sqlite:///{project.state_dir / 'molen.db'}"
+
+
+def _default_objects_url(project: Project | None) -> str | None:
+    if project is None:
+        return None
+    return str(project.state_dir / "cache")
+
+
+def _default_experiment(project: Project | None) -> str:
+    return "Default"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "tracking.uri",
+        "metadata store URL: sqlite:///path or postgresql+psycopg://user@host/db",
+        _default_tracking_uri,
+    ),
+    Setting("tracking.experiment", "experiment for runs that name none", _default_experiment),
+    Setting(
+        "tracking.flush_interval",
+        "seconds between background flushes of buffered metrics",
+        lambda _: 2.0,
+        _parse_positive_float,
+    ),
+    Setting(
+        "tracking.heartbeat_interval",
+        "seconds between heartbeats of a running run (a run silent for 4x this is KILLED)",
+        lambda _: 30.0,
+        _parse_positive_float,
+    ),
+    Setting(
+        "tracking.capture_packages",
+        "store a snapshot of installed packages with every run",
+        lambda _: True,
+        _parse_bool,
+    ),
+    Setting(
+        "objects.url",
+        "object store: a folder or an fsspec URL such as s3://bucket/prefix",
+        _default_objects_url,
+    ),
+    Setting(
+        "objects.s3_endpoint_url",
+        "endpoint of an S3-compatible server (MinIO, Ceph); empty for AWS",
+        lambda _: None,
+    ),
+    Setting(
+        "objects.verify",
+        "check each object's hash when it is read",
+        lambda _: True,
+        _parse_bool,
+    ),
+)
+
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A setting's effective value and the source it came from."""
+
+    value: Any
+    source: str
+
+
+class Settings(Mapping[str, Any]):
+    """The effective settings of one invocation; a read-only mapping of key to value."""
+
+    def __init__(self, project: Project | None, resolved: dict[str, Resolved]) -> None:
+        self.project = project
+        self._resolved = resolved
+
+    def __getitem__(self, key: str) -> Any:
+        return self._resolved[key].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolved)
+
+    def __len__(self) -> int:
+        return len(self._resolved)
+
+    def source(self, key: str) -> str:
+        """Where ``key``'s value came from: flag, env MOLEN_…, molen.yaml or default."""
+        return self._resolved[key].source
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """(key, value, source) for every setting, in declaration order."""
+        return [(key, item.value, item.source) for key, item in self._resolved.items()]
+
+
+def _read_config_file(project: Project) -> dict[str, Any]:
+    import yaml
+
+    path = project.config_path
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise UsageError(f"{where}: {CONFIG_NAME} is not valid YAML; fix the file") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: {CONFIG_NAME} must be a mapping of sections to settings")
+    return data
+
+
+def _lookup(data: Mapping[str, Any], key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _parse(setting: Setting, raw: Any, where: str) -> Any:
+    if raw is None:
+        return None
+    if setting.parse is not str and not isinstance(raw, str):
+        raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    try:
+        return setting.parse(raw if isinstance(raw, str) else str(raw))
+    except ValueError as exc:
+        raise InvalidValueError(f"setting {setting.key} from {where}: {exc}") from None
+
+
+def _absolutise(key: str, value: Any, project: Project | None) -> Any:
+    """Relative paths in molen.yaml are relative to the project root, not the current folder."""
+    if project is None or not isinstance(value, str):
+        return value
+    if key == "tracking.uri" and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        relative = value[len("sqlite:///") :]
+        if relative and relative != ":memory:":
+            return f"sqlite:///{project.root / relative}"
+    if key == "objects.url" and "://" not in value and not os.path.isabs(value):
+        return str(project.root / value)
+    return value
+
+
+def load_settings(
+    start: Path | str | None = None,
+    *,
+    flags: Mapping[str, Any] | None = None,
+    require_project: bool = True,
+) -> Settings:
+    """Resolve every setting for the project at or above ``start``.
+
+    ``flags`` holds values given on the command line (highest precedence); ``None`` values are
+    ignored. Without a project, settings come from flags, the environment and defaults; if
+    ``require_project`` is true and no project is found, :class:`ProjectNotFoundError` is raised
+    unless ``MOLEN_TRACKING_URI`` names a store explicitly.
+    """
+    try:
+        project: Project | None = find_project(start)
+    except ProjectNotFoundError:
+        if require_project and not os.environ.get(env_name("tracking.uri")):
+            raise
+        project = None
+    file_data = _read_config_file(project) if project is not None else {}
+    flags = {key: value for key, value in (flags or {}).items() if value is not None}
+    unknown = set(flags) - set(_BY_KEY)
+    if unknown:
+        raise UsageError(f"unknown setting {sorted(unknown)[0]!r}; see `molen config show`")
+
+    resolved: dict[str, Resolved] = {}
+    for setting in SETTINGS:
+        if setting.key in flags:
+            value = _parse(setting, flags[setting.key], "a flag")
+            resolved[setting.key] = Resolved(value, "flag")
+        elif setting.env in os.environ:
+            value = _parse(setting, os.environ[setting.env], setting.env)
+            resolved[setting.key] = Resolved(value, f"env {setting.env}")
+        elif (raw := _lookup(file_data, setting.key)) is not None:
+            value = _parse(setting, raw, CONFIG_NAME)
+            resolved[setting.key] = Resolved(_absolutise(setting.key, value, project), CONFIG_NAME)
+        else:
+            resolved[setting.key] = Resolved(setting.default(project), "default")
+    return Settings(project, resolved)

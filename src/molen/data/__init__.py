@@ -1,0 +1,1 @@
+"""Data versions: files, directories and data frames identified by their content hash."""

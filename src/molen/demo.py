@@ -1,0 +1,143 @@
+"""molen's main job, as a short demo: a fresh project, a few tracked runs, their comparison.
+
+Run it with ``bash scripts/demo.sh`` (or ``molen demo``). It trains a tiny logistic regression
+in pure Python three times with different learning rates, records every run (params, a loss
+curve, metrics, the data version, the git commit), then lists and compares the runs with the
+same commands a user types. The project is left behind for exploring.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["run_demo"]
+
+
+def _make_data(path: Path, rows: int = 400, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tenure", "charges", "calls", "churned"])
+        for _ in range(rows):
+            tenure, charges, calls = rng.uniform(0, 6), rng.uniform(0, 5), rng.randint(0, 8)
+            score = -1.2 * tenure + 0.9 * charges + 0.5 * calls - 1.0 + rng.gauss(0, 1)
+            writer.writerow([f"{tenure:.3f}", f"{charges:.3f}", calls, int(score > 0)])
+
+
+def _load(path: Path) -> tuple[list[list[float]], list[int]]:
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    features = [[float(r["tenure"]), float(r["charges"]), float(r["calls"])] for r in rows]
+    return features, [int(r["churned"]) for r in rows]
+
+
+def _auc(scores: list[float], labels: list[int]) -> float:
+    ranked = sorted(zip(scores, labels, strict=True))
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    rank_sum = sum(index + 1 for index, (_, label) in enumerate(ranked) if label == 1)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def _train(
+    features: list[list[float]], labels: list[int], lr: float, epochs: int, run: object
+) -> dict[str, float]:
+    import molen
+
+    weights, bias = [0.0] * len(features[0]), 0.0
+    split = int(len(features) * 0.75)
+    train_x, train_y, test_x, test_y = features[:split], labels[:split], features[split:], labels[split:]
+    for epoch in range(epochs):
+        loss = 0.0
+        gradient, gradient_bias = [0.0] * len(weights), 0.0
+        for x, y in zip(train_x, train_y, strict=True):
+            p = 1 / (1 + math.exp(-(sum(w * v for w, v in zip(weights, x, strict=True)) + bias)))
+            loss -= y * math.log(p + 1e-12) + (1 - y) * math.log(1 - p + 1e-12)
+            for i, v in enumerate(x):
+                gradient[i] += (p - y) * v
+            gradient_bias += p - y
+        weights = [w - lr * g / len(train_x) for w, g in zip(weights, gradient, strict=True)]
+        bias -= lr * gradient_bias / len(train_x)
+        molen.log_metric("train_loss", loss / len(train_x), step=epoch)
+    scores = [sum(w * v for w, v in zip(weights, x, strict=True)) + bias for x in test_x]
+    accuracy = sum((s > 0) == bool(y) for s, y in zip(scores, test_y, strict=True)) / len(test_y)
+    return {"auc": _auc(scores, test_y), "accuracy": accuracy}
+
+
+def _say(text: str) -> None:
+    from molen.cli.render import console
+
+    console().print(f"\n[bold cyan]▶ {text}[/]")
+
+
+def _molen(*args: str) -> None:
+    from molen.cli.render import console
+
+    console().print(f"[dim]$ molen {' '.join(args)}[/]")
+    from molen.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise
+
+
+def run_demo(where: Path | None = None) -> Path:
+    """Create a demo project, record three runs, list and compare them; return the project."""
+    import molen
+    from molen.project import init_project
+
+    root = Path(where) if where else Path(tempfile.mkdtemp(prefix="molen-demo-")) / "churn"
+    _say(f"A fresh project in {root}")
+    project = init_project(root, experiment="churn")
+    os.chdir(project.root)
+    data = project.root / "data.csv"
+    _make_data(data)
+    (project.root / ".gitignore").write_text(".molen/\n")
+    git_env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "molen demo"),
+        "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", "demo@molen.invalid"),
+        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "molen demo"),
+        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "demo@molen.invalid"),
+    }
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "demo project"]):
+        subprocess.run(command, cwd=project.root, env=git_env, check=False, capture_output=True)
+
+    features, labels = _load(data)
+    _say("Training three variants; every run is recorded (params, loss curve, metrics, data, commit)")
+    ids = []
+    for lr, epochs in ((0.05, 30), (0.3, 30), (1.0, 60)):
+        with molen.start_run(name=f"lr-{lr}", tags={"model": "logistic"}) as run:
+            run.log_params({"lr": lr, "epochs": epochs})
+            run.log_input(data)
+            metrics = _train(features, labels, lr, epochs)
+            run.log_metrics(metrics)
+            run.log_dict({"lr": lr, "epochs": epochs, **metrics}, "summary.json")
+            ids.append(run.id)
+        print(f"  run {run.id[:8]}  lr={lr:<5} epochs={epochs:<3} auc={metrics['auc']:.3f}")
+
+    _say("The runs, best AUC first")
+    _molen("runs", "list", "--sort", "-metrics.auc")
+    _say("Only the good ones, with the filter language")
+    _molen("runs", "list", "--filter", "metrics.auc > 0.8 and params.epochs = '30'")
+    _say("Side by side: what differs, and which run is best at each metric")
+    _molen("runs", "compare", *(run_id[:8] for run_id in ids))
+    _say("Done")
+    print(f"  The project is left in {project.root}; try, from there:")
+    print(f"    molen runs show {ids[-1][:8]}")
+    print("    molen runs list --format json")
+    print(f"  (`{sys.executable} -m molen` works too, if `molen` is not on your PATH.)")
+    return project.root
+
+
+if __name__ == "__main__":
+    run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

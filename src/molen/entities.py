@@ -1,0 +1,125 @@
+"""The records molen stores and returns: plain, immutable data with no behaviour.
+
+These are what the Python API, the CLI and (later) the REST server hand to users. They import
+nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+__all__ = [
+    "RUN_STATUSES",
+    "Artifact",
+    "DataInput",
+    "Experiment",
+    "Metric",
+    "RunRecord",
+    "RunStatus",
+    "json_number",
+]
+
+
+class RunStatus:
+    """The states of a run. A run starts RUNNING and ends in one of the other three."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+RUN_STATUSES = (RunStatus.RUNNING, RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named group of runs."""
+
+    id: int
+    name: str
+    created_at: int
+    lifecycle: str = "active"
+    run_count: int | None = None
+
+
+class Metric(NamedTuple):
+    """One logged value of a metric. ``timestamp`` is milliseconds since the epoch.
+
+    A named tuple, not a dataclass: training loops create millions of them.
+    """
+
+    key: str
+    value: float
+    step: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file attached to a run, stored in the object store under ``digest``."""
+
+    path: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DataInput:
+    """A data version a run read (role ``input``) or wrote (role ``output``)."""
+
+    path: str
+    digest: str
+    role: str
+    kind: str
+    size: int
+    file_count: int
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Everything recorded about one run, as read back from the store.
+
+    ``metrics`` holds the latest value of each metric (highest step, then newest timestamp);
+    :func:`molen.get_metric_history` returns every value.
+    """
+
+    id: str
+    experiment_id: int
+    experiment: str
+    name: str
+    status: str
+    start_time: int
+    end_time: int | None
+    parent_id: str | None = None
+    lifecycle: str = "active"
+    user: str | None = None
+    host: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    inputs: list[DataInput] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> int | None:
+        """Milliseconds from start to end, or ``None`` while running."""
+        return None if self.end_time is None else self.end_time - self.start_time
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; NaN and infinite metric values become the strings JSON lacks."""
+        data = asdict(self)
+        data["metrics"] = {key: json_number(value) for key, value in self.metrics.items()}
+        data["duration_ms"] = self.duration_ms
+        return data
+
+
+def json_number(value: float) -> float | str:
+    """``value`` itself, or ``"NaN"``/``"Infinity"``/``"-Infinity"`` which JSON cannot hold."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value

@@ -1,0 +1,152 @@
+"""The metadata schema: SQLAlchemy Core tables shared by SQLite and PostgreSQL.
+
+Core tables rather than ORM classes: every query molen runs is a set operation (bulk metric
+inserts, filtered searches), and skipping the ORM keeps ``molen runs list`` fast to start.
+Times are integer milliseconds since the epoch (the unit MLflow's protocol uses too).
+A NaN metric value is stored as NULL (SQLite cannot store NaN) and read back as NaN.
+
+Changing this file needs a new Alembic migration in ``migrations/versions/``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "artifacts",
+    "data_versions",
+    "experiments",
+    "latest_metrics",
+    "metadata",
+    "metrics",
+    "params",
+    "run_inputs",
+    "runs",
+    "tags",
+]
+
+KEY = 250
+ID = 32
+DIGEST = 64
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(KEY), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("lifecycle", String(16), nullable=False, server_default="active"),
+    UniqueConstraint("name"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("experiment_id", Integer, ForeignKey("experiments.id"), nullable=False),
+    Column("name", String(KEY), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("start_time", BigInteger, nullable=False),
+    Column("end_time", BigInteger),
+    Column("parent_id", String(ID), ForeignKey("runs.id")),
+    Column("lifecycle", String(16), nullable=False, server_default="active"),
+    Column("user", String(KEY)),
+    Column("host", String(KEY)),
+    Column("pid", Integer),
+    Column("pid_started", Float),
+    Column("heartbeat", BigInteger),
+    Index(None, "experiment_id", "start_time"),
+    Index(None, "status"),
+    Index(None, "parent_id"),
+)
+
+params = Table(
+    "params",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("value", Text, nullable=False),
+    Index(None, "key"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("value", Text, nullable=False),
+    Index(None, "key"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id"), nullable=False),
+    Column("key", String(KEY), nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("value", Float),
+    Index(None, "run_id", "key", "step"),
+)
+
+latest_metrics = Table(
+    "latest_metrics",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id"), primary_key=True),
+    Column("key", String(KEY), primary_key=True),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("value", Float),
+    Index(None, "key", "value"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("digest", String(DIGEST), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Index(None, "digest"),
+)
+
+data_versions = Table(
+    "data_versions",
+    metadata,
+    Column("digest", String(DIGEST), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("file_count", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+run_inputs = Table(
+    "run_inputs",
+    metadata,
+    Column("run_id", String(ID), ForeignKey("runs.id"), primary_key=True),
+    Column("digest", String(DIGEST), ForeignKey("data_versions.digest"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("role", String(16), primary_key=True),
+    Index(None, "digest"),
+)

@@ -1,0 +1,620 @@
+"""The metadata store on SQL: SQLite (embedded default) and PostgreSQL (team setup).
+
+One class for both: the differences (pragmas, upsert dialect, connection errors) are handled
+here, so services never learn which database they talk to. Database-driver errors are
+translated into :mod:`molen.errors` at this boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
+
+from molen.entities import Artifact, DataInput, Experiment, Metric, RunRecord, RunStatus
+from molen.errors import (
+    ConflictError,
+    InvalidValueError,
+    MissingDependencyError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
+from molen.query import Filter, SortKey
+from molen.stores.metadata import schema as t
+from molen.stores.metadata.migrate import ensure_schema
+from molen.stores.metadata.search import base_query, compile_filter, order_by
+
+__all__ = ["RunningRun", "SqlMetadataStore"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RunningRun(tuple[str, str | None, int | None, float | None, int | None]):
+    """(run id, host, pid, pid start time, last heartbeat) of a run in state RUNNING."""
+
+
+def _translated(method: F) -> F:
+    """Turn database-driver errors raised by ``method`` into molen errors."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqlMetadataStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OperationalError as exc:
+            raise self._operational(exc) from None
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise self._unreachable() from None
+            raise StoreError(
+                f"the metadata store {self.safe_url} refused the request: "
+                f"{str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__}"
+            ) from None
+
+    return cast(F, wrapper)
+
+
+class SqlMetadataStore:
+    """Experiments, runs, params, metrics, tags, artifacts and data versions in SQL."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise UsageError(
+                f"{url!r} is not a database URL; use sqlite:///path/molen.db or "
+                "postgresql+psycopg://user@host/db (setting tracking.uri)"
+            ) from None
+        self.url = url
+        self.safe_url = parsed.render_as_string(hide_password=True)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in {"sqlite", "postgresql"}:
+            raise UsageError(
+                f"unsupported metadata store {self.safe_url}: use sqlite:/// or postgresql+psycopg://"
+            )
+        self.engine = self._create_engine(parsed)
+        try:
+            ensure_schema(self.engine, url_for_errors=self.safe_url)
+        except OperationalError as exc:
+            raise self._operational(exc) from None
+        except DBAPIError:
+            raise self._unreachable() from None
+
+    # -- engine and errors --------------------------------------------------------------------
+
+    def _create_engine(self, parsed: Any) -> Engine:
+        try:
+            if self.dialect == "sqlite":
+                database = parsed.database
+                if database and database != ":memory:":
+                    from pathlib import Path
+
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+                engine = create_engine(parsed, connect_args={"timeout": 30})
+                _configure_sqlite(engine)
+                return engine
+            return create_engine(
+                parsed,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                connect_args={"connect_timeout": 10},
+            )
+        except (ModuleNotFoundError, NoSuchModuleError):
+            raise MissingDependencyError(
+                f"the metadata store {self.safe_url} needs the PostgreSQL driver: "
+                "pip install 'molen[postgres]'"
+            ) from None
+
+    def _unreachable(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"cannot reach the metadata store {self.safe_url}; check that the server runs and "
+            "the URL (setting tracking.uri) is right"
+        )
+
+    def _operational(self, exc: OperationalError) -> StoreError:
+        message = str(exc.orig).lower() if exc.orig is not None else ""
+        if "locked" in message or "busy" in message:
+            return StoreError(
+                f"the metadata store {self.safe_url} stayed locked by another process for 30 s; "
+                "retry, or look for a stuck molen process"
+            )
+        if "unable to open" in message or "readonly" in message or "read-only" in message:
+            return StoreError(
+                f"cannot write the metadata store {self.safe_url}; check the folder's permissions"
+            )
+        if "disk" in message and "full" in message:
+            return StoreError(f"the disk holding {self.safe_url} is full; free space and retry")
+        return self._unreachable()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite, so writers queue, never deadlock)."""
+        with self.engine.connect() as connection:
+            connection.execution_options(molen_write=True)
+            with connection.begin():
+                yield connection
+
+    def _insert(self, table: Any) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # -- experiments ---------------------------------------------------------------------------
+
+    @_translated
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        """The experiment called ``name``, created if it does not exist yet."""
+        found = self._experiment_by_name(name)
+        if found is not None:
+            return found
+        try:
+            with self._write() as connection:
+                connection.execute(insert(t.experiments).values(name=name, created_at=now_ms()))
+        except IntegrityError:
+            pass  # created by a concurrent writer a moment ago
+        found = self._experiment_by_name(name)
+        if found is None:  # pragma: no cover - would be a database bug
+            raise StoreError(f"experiment {name!r} vanished right after it was created")
+        return found
+
+    def _experiment_by_name(self, name: str) -> Experiment | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(t.experiments).where(t.experiments.c.name == name)).first()
+        return None if row is None else Experiment(row.id, row.name, row.created_at, row.lifecycle)
+
+    @_translated
+    def get_experiment(self, name: str) -> Experiment:
+        """The experiment called ``name``; :class:`NotFoundError` if there is none."""
+        found = self._experiment_by_name(name)
+        if found is None:
+            raise NotFoundError(f"no experiment named {name!r}; `molen experiments list` shows them")
+        return found
+
+    @_translated
+    def list_experiments(self) -> list[Experiment]:
+        """Every experiment with its number of (not deleted) runs, oldest first."""
+        counts = (
+            select(t.runs.c.experiment_id, func.count().label("n"))
+            .where(t.runs.c.lifecycle == "active")
+            .group_by(t.runs.c.experiment_id)
+            .subquery()
+        )
+        query = (
+            select(t.experiments, func.coalesce(counts.c.n, 0).label("n"))
+            .outerjoin(counts, counts.c.experiment_id == t.experiments.c.id)
+            .order_by(t.experiments.c.id)
+        )
+        with self.engine.connect() as connection:
+            return [
+                Experiment(row.id, row.name, row.created_at, row.lifecycle, row.n)
+                for row in connection.execute(query)
+            ]
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    @_translated
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        experiment_id: int,
+        name: str,
+        start_time: int,
+        parent_id: str | None = None,
+        user: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        pid_started: float | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Record a new RUNNING run and its first tags in one transaction."""
+        with self._write() as connection:
+            connection.execute(
+                insert(t.runs).values(
+                    id=run_id,
+                    experiment_id=experiment_id,
+                    name=name,
+                    status=RunStatus.RUNNING,
+                    start_time=start_time,
+                    parent_id=parent_id,
+                    user=user,
+                    host=host,
+                    pid=pid,
+                    pid_started=pid_started,
+                    heartbeat=start_time,
+                )
+            )
+            if tags:
+                connection.execute(
+                    insert(t.tags),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                )
+
+    @_translated
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        metrics: Sequence[Metric] = (),
+        heartbeat: int | None = None,
+    ) -> None:
+        """Write params, tags and metrics of one run in a single transaction.
+
+        A param may be logged again with the same value; a different value raises
+        :class:`ConflictError` (params describe how a run was made and never change).
+        """
+        with self._write() as connection:
+            if params:
+                self._insert_params(connection, run_id, params)
+            if tags:
+                stmt = self._insert(t.tags)
+                connection.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["run_id", "key"], set_={"value": stmt.excluded.value}
+                    ),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                )
+            if metrics:
+                self._insert_metrics(connection, run_id, metrics)
+            if heartbeat is not None:
+                connection.execute(update(t.runs).where(t.runs.c.id == run_id).values(heartbeat=heartbeat))
+
+    def _insert_params(self, connection: Connection, run_id: str, values: dict[str, str]) -> None:
+        existing = dict(
+            connection.execute(
+                select(t.params.c.key, t.params.c.value).where(
+                    t.params.c.run_id == run_id, t.params.c.key.in_(list(values))
+                )
+            ).all()
+        )
+        for key, old in existing.items():
+            if old != values[key]:
+                raise ConflictError(
+                    f"param {key!r} of run {run_id[:8]} is already {old!r}, cannot change it to "
+                    f"{values[key]!r}; params are immutable: start a new run, or use a tag"
+                )
+        fresh = [{"run_id": run_id, "key": k, "value": v} for k, v in values.items() if k not in existing]
+        if fresh:
+            connection.execute(insert(t.params), fresh)
+
+    def _insert_metrics(self, connection: Connection, run_id: str, batch: Sequence[Metric]) -> None:
+        rows = [(run_id, m.key, m.step, m.timestamp, None if math.isnan(m.value) else m.value) for m in batch]
+        table = "metrics"
+        sql = f'INSERT INTO {table} (run_id, "key", step, "timestamp", value) VALUES '
+        # the fixed statement is executed with bound rows through the driver's executemany,
+        # the fastest bulk path both drivers have; no user text is part of the SQL
+        marker = "(?, ?, ?, ?, ?)" if self.dialect == "sqlite" else "(%s, %s, %s, %s, %s)"
+        connection.exec_driver_sql(sql + marker, rows)
+        latest: dict[str, Metric] = {}
+        for metric in batch:
+            held = latest.get(metric.key)
+            if held is None or (metric.step, metric.timestamp) >= (held.step, held.timestamp):
+                latest[metric.key] = metric
+        stmt = self._insert(t.latest_metrics)
+        newer = (stmt.excluded.step > t.latest_metrics.c.step) | (
+            (stmt.excluded.step == t.latest_metrics.c.step)
+            & (stmt.excluded.timestamp >= t.latest_metrics.c.timestamp)
+        )
+        connection.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["run_id", "key"],
+                set_={
+                    "step": stmt.excluded.step,
+                    "timestamp": stmt.excluded.timestamp,
+                    "value": stmt.excluded.value,
+                },
+                where=newer,
+            ),
+            [
+                {
+                    "run_id": run_id,
+                    "key": m.key,
+                    "step": m.step,
+                    "timestamp": m.timestamp,
+                    "value": None if math.isnan(m.value) else m.value,
+                }
+                for m in latest.values()
+            ],
+        )
+
+    @_translated
+    def end_run(self, run_id: str, status: str, end_time: int, *, only_if_running: bool = False) -> bool:
+        """Set the final status of a run; returns whether a row changed."""
+        query = update(t.runs).where(t.runs.c.id == run_id)
+        if only_if_running:
+            query = query.where(t.runs.c.status == RunStatus.RUNNING)
+        with self._write() as connection:
+            result = connection.execute(query.values(status=status, end_time=end_time))
+        return bool(result.rowcount)
+
+    @_translated
+    def set_lifecycle(self, run_ids: Iterable[str], lifecycle: str) -> None:
+        """Mark runs ``deleted`` (hidden, restorable) or ``active`` again."""
+        with self._write() as connection:
+            connection.execute(
+                update(t.runs).where(t.runs.c.id.in_(list(run_ids))).values(lifecycle=lifecycle)
+            )
+
+    @_translated
+    def running_runs(self) -> list[RunningRun]:
+        """Every run still marked RUNNING, with what is needed to tell if it is alive."""
+        query = select(
+            t.runs.c.id, t.runs.c.host, t.runs.c.pid, t.runs.c.pid_started, t.runs.c.heartbeat
+        ).where(t.runs.c.status == RunStatus.RUNNING)
+        with self.engine.connect() as connection:
+            return [RunningRun(tuple(row)) for row in connection.execute(query)]
+
+    @_translated
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the run whose id starts with ``prefix`` (as git resolves commits)."""
+        cleaned = prefix.strip().lower()
+        if not cleaned or any(c not in "0123456789abcdef" for c in cleaned):
+            raise InvalidValueError(f"{prefix!r} is not a run id (hexadecimal, any unique prefix)")
+        query = select(t.runs.c.id).where(t.runs.c.id.like(cleaned + "%")).limit(6)
+        with self.engine.connect() as connection:
+            found = [row[0] for row in connection.execute(query)]
+        if not found:
+            raise NotFoundError(f"no run with an id starting {prefix!r}; `molen runs list` shows them")
+        if len(found) > 1:
+            from molen.errors import AmbiguousIdError
+
+            shown = ", ".join(run_id[:12] for run_id in found[:5])
+            raise AmbiguousIdError(
+                f"run id prefix {prefix!r} matches several runs ({shown}); give more characters"
+            )
+        return str(found[0])
+
+    @_translated
+    def get_run(self, run_id: str) -> RunRecord:
+        """The whole record of run ``run_id`` (a full id)."""
+        records = self._records(base_query().where(t.runs.c.id == run_id), full=True)
+        if not records:
+            raise NotFoundError(f"no run with id {run_id}")
+        return records[0]
+
+    @_translated
+    def search_runs(
+        self,
+        *,
+        where: Filter | None = None,
+        experiment_ids: Sequence[int] | None = None,
+        sort: Sequence[SortKey] = (),
+        limit: int | None = None,
+        offset: int = 0,
+        deleted: bool = False,
+    ) -> list[RunRecord]:
+        """Runs matching ``where``, sorted by ``sort`` then newest first."""
+        query = base_query().where(
+            t.runs.c.lifecycle == ("deleted" if deleted else "active"), compile_filter(where)
+        )
+        if experiment_ids is not None:
+            query = query.where(t.runs.c.experiment_id.in_(list(experiment_ids)))
+        query = order_by(query, list(sort))
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        return self._records(query, full=False)
+
+    @_translated
+    def count_runs(
+        self,
+        *,
+        where: Filter | None = None,
+        experiment_ids: Sequence[int] | None = None,
+        deleted: bool = False,
+    ) -> int:
+        """How many runs :meth:`search_runs` would return without a limit."""
+        query = base_query().where(
+            t.runs.c.lifecycle == ("deleted" if deleted else "active"), compile_filter(where)
+        )
+        if experiment_ids is not None:
+            query = query.where(t.runs.c.experiment_id.in_(list(experiment_ids)))
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+
+    def _records(self, query: Any, *, full: bool) -> list[RunRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+            ids = [row.id for row in rows]
+            params = _grouped(connection, t.params, ids)
+            tags = _grouped(connection, t.tags, ids)
+            metrics = _grouped(connection, t.latest_metrics, ids)
+            inputs = self._inputs(connection, ids) if full else {}
+            artifacts = self._artifacts(connection, ids) if full else {}
+        return [
+            RunRecord(
+                id=row.id,
+                experiment_id=row.experiment_id,
+                experiment=row.experiment_name,
+                name=row.name,
+                status=row.status,
+                start_time=row.start_time,
+                end_time=row.end_time,
+                parent_id=row.parent_id,
+                lifecycle=row.lifecycle,
+                user=row.user,
+                host=row.host,
+                params=params.get(row.id, {}),
+                metrics={k: math.nan if v is None else v for k, v in metrics.get(row.id, {}).items()},
+                tags=tags.get(row.id, {}),
+                inputs=inputs.get(row.id, []),
+                artifacts=artifacts.get(row.id, []),
+            )
+            for row in rows
+        ]
+
+    def _inputs(self, connection: Connection, ids: list[str]) -> dict[str, list[DataInput]]:
+        query = (
+            select(
+                t.run_inputs,
+                t.data_versions.c.kind,
+                t.data_versions.c.size,
+                t.data_versions.c.file_count,
+            )
+            .join(t.data_versions, t.data_versions.c.digest == t.run_inputs.c.digest)
+            .where(t.run_inputs.c.run_id.in_(ids))
+            .order_by(t.run_inputs.c.role, t.run_inputs.c.path)
+        )
+        found: dict[str, list[DataInput]] = {}
+        for row in connection.execute(query):
+            found.setdefault(row.run_id, []).append(
+                DataInput(row.path, row.digest, row.role, row.kind, row.size, row.file_count)
+            )
+        return found
+
+    def _artifacts(self, connection: Connection, ids: list[str]) -> dict[str, list[Artifact]]:
+        query = select(t.artifacts).where(t.artifacts.c.run_id.in_(ids)).order_by(t.artifacts.c.path)
+        found: dict[str, list[Artifact]] = {}
+        for row in connection.execute(query):
+            found.setdefault(row.run_id, []).append(Artifact(row.path, row.digest, row.size))
+        return found
+
+    @_translated
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every value of metric ``key`` of run ``run_id``, by step then time."""
+        query = (
+            select(t.metrics.c.key, t.metrics.c.value, t.metrics.c.step, t.metrics.c.timestamp)
+            .where(t.metrics.c.run_id == run_id, t.metrics.c.key == key)
+            .order_by(t.metrics.c.step, t.metrics.c.timestamp)
+        )
+        with self.engine.connect() as connection:
+            return [
+                Metric(row.key, math.nan if row.value is None else row.value, row.step, row.timestamp)
+                for row in connection.execute(query)
+            ]
+
+    # -- artifacts and data versions -----------------------------------------------------------
+
+    @_translated
+    def add_artifact(self, run_id: str, artifact: Artifact) -> None:
+        """Attach ``artifact`` to a run; logging the same path again replaces it."""
+        stmt = self._insert(t.artifacts)
+        with self._write() as connection:
+            connection.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["run_id", "path"],
+                    set_={"digest": stmt.excluded.digest, "size": stmt.excluded.size},
+                ),
+                {
+                    "run_id": run_id,
+                    "path": artifact.path,
+                    "digest": artifact.digest,
+                    "size": artifact.size,
+                },
+            )
+
+    @_translated
+    def add_data_input(self, run_id: str, data: DataInput) -> None:
+        """Record the data version ``data`` (once) and link it to a run."""
+        versions = self._insert(t.data_versions)
+        links = self._insert(t.run_inputs)
+        with self._write() as connection:
+            connection.execute(
+                versions.on_conflict_do_nothing(index_elements=["digest"]),
+                {
+                    "digest": data.digest,
+                    "kind": data.kind,
+                    "size": data.size,
+                    "file_count": data.file_count,
+                    "created_at": now_ms(),
+                },
+            )
+            connection.execute(
+                links.on_conflict_do_nothing(),
+                {"run_id": run_id, "digest": data.digest, "path": data.path, "role": data.role},
+            )
+
+    @_translated
+    def runs_using(self, digest: str) -> list[str]:
+        """Ids of the runs that read or wrote data version ``digest``."""
+        query = select(t.run_inputs.c.run_id).where(t.run_inputs.c.digest == digest).distinct()
+        with self.engine.connect() as connection:
+            return [row[0] for row in connection.execute(query)]
+
+    @_translated
+    def referenced_digests(self) -> set[str]:
+        """Every object digest a run refers to (artifacts and data versions)."""
+        with self.engine.connect() as connection:
+            found = {row[0] for row in connection.execute(select(t.artifacts.c.digest))}
+            found |= {row[0] for row in connection.execute(select(t.run_inputs.c.digest))}
+        return found
+
+    @_translated
+    def purge_run(self, run_id: str) -> None:
+        """Delete a run and everything recorded for it, for good."""
+        with self._write() as connection:
+            for table in (t.metrics, t.latest_metrics, t.params, t.tags, t.artifacts, t.run_inputs):
+                connection.execute(delete(table).where(table.c.run_id == run_id))
+            connection.execute(update(t.runs).where(t.runs.c.parent_id == run_id).values(parent_id=None))
+            connection.execute(delete(t.runs).where(t.runs.c.id == run_id))
+
+
+def _grouped(connection: Connection, table: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    if not ids:
+        return found
+    for chunk in range(0, len(ids), 900):
+        part = ids[chunk : chunk + 900]
+        query = select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(part))
+        for run_id, key, value in connection.execute(query):
+            found.setdefault(run_id, {})[key] = value
+    return found
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, foreign keys, and explicit BEGIN so writers queue instead of failing."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # molen emits BEGIN itself, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get("molen_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

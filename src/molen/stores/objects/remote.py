@@ -1,0 +1,163 @@
+"""The object store on any fsspec filesystem: ``s3://`` (AWS, MinIO), ``gs://``, ``az://``, …
+
+Object stores such as S3 make a single PUT atomic: an object appears whole or not at all, so
+objects are written directly under their key. Filesystems without that guarantee get a
+temporary name and a move. Errors of the storage library are translated here into molen's
+errors, without credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from molen.errors import MissingDependencyError, MolenError, StoreUnavailableError
+from molen.stores.objects.base import CHUNK_SIZE, ObjectStore, changed_while_storing
+
+__all__ = ["FsspecObjectStore"]
+
+_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+_EXTRAS = {"s3": "s3", "s3a": "s3"}
+
+
+def _filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str, str]:
+    import fsspec
+    from fsspec.core import split_protocol
+
+    protocol, _ = split_protocol(url)
+    protocol = protocol or "file"
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **storage_options)
+    except ImportError:
+        extra = _EXTRAS.get(protocol)
+        hint = f"pip install 'molen[{extra}]'" if extra else f"install the fsspec backend for {protocol}://"
+        raise MissingDependencyError(f"the object store {url} needs an extra package: {hint}") from None
+    return fs, root.rstrip("/"), protocol
+
+
+class FsspecObjectStore(ObjectStore):
+    """Objects under ``<url>/ab/cdef…`` on an fsspec filesystem."""
+
+    def __init__(
+        self, url: str, *, storage_options: dict[str, Any] | None = None, verify: bool = True
+    ) -> None:
+        super().__init__(url, verify=verify)
+        self.fs, self.root, self.protocol = _filesystem(url, storage_options or {})
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn storage-library errors into molen errors that name the store, not secrets."""
+        try:
+            yield
+        except (FileNotFoundError, MolenError):
+            raise
+        except PermissionError:
+            raise StoreUnavailableError(
+                f"access denied to the object store {self.url}; check the credentials "
+                "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the bucket policy"
+            ) from None
+        except Exception as exc:
+            if "NoCredentialsError" in {type(e).__name__ for e in _chain(exc)}:
+                raise StoreUnavailableError(
+                    f"no credentials for the object store {self.url}; set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+                ) from None
+            if _is_connection_error(exc):
+                raise StoreUnavailableError(
+                    f"cannot reach the object store {self.url}; check the URL, the endpoint "
+                    "(objects.s3_endpoint_url) and the network"
+                ) from None
+            if isinstance(exc, OSError):
+                raise StoreUnavailableError(
+                    f"the object store {self.url} failed: {type(exc).__name__}; "
+                    "check that the bucket exists and is writable"
+                ) from None
+            raise
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def _exists(self, key: str) -> bool:
+        with self._translated():
+            return bool(self.fs.exists(self._path(key)))
+
+    def _target(self, key: str) -> str:
+        if self.protocol in _ATOMIC_PUT:
+            return self._path(key)
+        return self._path(key) + ".tmp-" + blake3.blake3(key.encode()).hexdigest()[:8]
+
+    def _finish(self, written: str, key: str) -> None:
+        if written != self._path(key):
+            self.fs.mv(written, self._path(key))
+
+    def _write_file(self, key: str, source: Path, digest: str) -> None:
+        target = self._target(key)
+        with self._translated():
+            hasher = blake3.blake3()
+            with open(source, "rb") as src, self.fs.open(target, "wb") as dst:
+                while chunk := src.read(CHUNK_SIZE):
+                    hasher.update(chunk)
+                    dst.write(chunk)
+                if hasher.hexdigest() != digest:
+                    # a buffered upload that is discarded before close never becomes visible
+                    if hasattr(dst, "discard"):
+                        dst.discard()
+                    raise changed_while_storing(source)
+            self._finish(target, key)
+
+    def _write_bytes(self, key: str, data: bytes) -> None:
+        target = self._target(key)
+        with self._translated():
+            self.fs.pipe_file(target, data)
+            self._finish(target, key)
+
+    def _read_bytes(self, key: str) -> bytes:
+        with self._translated():
+            return bytes(self.fs.cat_file(self._path(key)))
+
+    def _fetch_file(self, key: str, destination: Path) -> None:
+        with self._translated():
+            self.fs.get_file(self._path(key), str(destination))
+
+    def _delete(self, key: str) -> None:
+        with self._translated(), contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(key))
+
+    def _keys(self) -> Iterator[str]:
+        with self._translated():
+            try:
+                found = self.fs.find(self.root)
+            except FileNotFoundError:
+                return
+        prefix = self.root + "/"
+        for path in found:
+            key = path[len(prefix) :] if path.startswith(prefix) else path
+            if ".tmp-" not in key:
+                yield key
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(exc)}
+    return bool(
+        names
+        & {
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ClientConnectorError",
+            "ServerDisconnectedError",
+            "ConnectionError",
+            "ConnectionRefusedError",
+        }
+    )
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1

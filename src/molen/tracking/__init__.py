@@ -1,0 +1,1 @@
+"""Experiment tracking: recording runs and reading them back."""

@@ -1,0 +1,520 @@
+"""Recording runs: :func:`start_run` and the :class:`ActiveRun` it returns.
+
+A run started while another is active becomes its child (nested runs). The active runs form
+one stack per process; the module-level functions in :mod:`molen` act on its top.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path, PurePosixPath
+from types import FrameType, TracebackType
+from typing import Any
+
+from molen.entities import Artifact, DataInput, Metric, RunRecord, RunStatus
+from molen.errors import InvalidNameError, InvalidValueError, NotFoundError, UsageError
+from molen.tracking import capture
+from molen.tracking.recorder import RunRecorder, flush_all
+from molen.tracking.validation import (
+    _valid_keys,
+    check_key,
+    check_metric_value,
+    check_name,
+    check_step,
+    check_text_value,
+)
+from molen.workspace import Workspace, open_workspace
+
+__all__ = ["ActiveRun", "active_run", "end_run", "require_active_run", "start_run"]
+
+_stack: list[ActiveRun] = []
+_stack_lock = threading.RLock()
+_stored_objects: set[tuple[str, str]] = set()  # (store url, digest) known to be stored
+
+
+class ActiveRun:
+    """A run being recorded. Use it as a context manager, or call :meth:`end`.
+
+    Example::
+
+        with molen.start_run(experiment="churn") as run:
+            run.log_params({"max_depth": 8})
+            run.log_metric("auc", 0.91)
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        run_id: str,
+        name: str,
+        experiment: str,
+        parent_id: str | None,
+        owned: bool = True,
+    ) -> None:
+        self.workspace = workspace
+        self.id = run_id
+        self.name = name
+        self.experiment = experiment
+        self.parent_id = parent_id
+        self.status = RunStatus.RUNNING
+        self._owned = owned
+        settings = workspace.settings
+        self._recorder = RunRecorder(
+            workspace.metadata,
+            run_id,
+            flush_interval=float(settings["tracking.flush_interval"]),
+            heartbeat_interval=float(settings["tracking.heartbeat_interval"]),
+        )
+
+    def __repr__(self) -> str:
+        return f"<ActiveRun {self.id[:8]} {self.name!r} {self.status}>"
+
+    # -- context manager ------------------------------------------------------------------------
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end(_status_for(exc))  # an exception still propagates; the run says why it ended
+
+    # -- params, tags, metrics ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.status != RunStatus.RUNNING:
+            raise UsageError(f"run {self.id[:8]} has ended ({self.status}); start a new run to log more")
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Record one hyperparameter. Params are immutable: logging another value is refused."""
+        self.log_params({key: value})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record several params in one write."""
+        self._check_open()
+        checked = {
+            check_key(key, "param"): check_text_value(key, value, "param") for key, value in params.items()
+        }
+        if checked:
+            self.workspace.metadata.log_batch(self.id, params=checked)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """Set a tag (a mutable label); setting it again replaces the value."""
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set several tags in one write."""
+        self._check_open()
+        checked = {check_key(key, "tag"): check_text_value(key, value, "tag") for key, value in tags.items()}
+        if checked:
+            self.workspace.metadata.log_batch(self.id, tags=checked)
+
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: int | None = None
+    ) -> None:
+        """Record one value of a metric (buffered; written in batches in the background).
+
+        ``step`` defaults to 0, ``timestamp`` (milliseconds since the epoch) to now.
+        NaN and infinite values are stored as they are.
+        """
+        if self.status != RunStatus.RUNNING:
+            self._check_open()
+        if key not in _valid_keys:
+            check_key(key, "metric")
+        if type(value) is not float:
+            value = check_metric_value(key, value)
+        self._recorder.add(
+            Metric(
+                key,
+                value,
+                0 if step is None else check_step(key, step),
+                int(time.time() * 1000) if timestamp is None else check_step(key, timestamp),
+            )
+        )
+
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, timestamp: int | None = None
+    ) -> None:
+        """Record one value of each of several metrics, with a shared step and timestamp."""
+        moment = int(time.time() * 1000) if timestamp is None else timestamp
+        for key, value in metrics.items():
+            self.log_metric(key, value, step, moment)
+
+    def flush(self) -> None:
+        """Write buffered metrics now (normally done in the background and at the end)."""
+        self._recorder.flush()
+
+    # -- artifacts and data ----------------------------------------------------------------------
+
+    def _store_object(self, data: bytes) -> str:
+        store = self.workspace.objects
+        from molen.hashing import hash_bytes
+
+        digest = hash_bytes(data)
+        if (store.url, digest) not in _stored_objects:
+            store.put_bytes(data)
+            _stored_objects.add((store.url, digest))
+        return digest
+
+    def _attach(self, artifact_path: str, digest: str, size: int) -> Artifact:
+        artifact = Artifact(_artifact_path(artifact_path), digest, size)
+        self.workspace.metadata.add_artifact(self.id, artifact)
+        return artifact
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> list[Artifact]:
+        """Store a file (or every file of a folder) with the run; returns what was attached.
+
+        ``artifact_path`` names it within the run (default: the file or folder name).
+        """
+        self._check_open()
+        source = Path(path)
+        base = artifact_path or source.name
+        if source.is_file():
+            digest = self.workspace.objects.put_file(source)
+            return [self._attach(base, digest, source.stat().st_size)]
+        if source.is_dir():
+            attached = []
+            for file in sorted(p for p in source.rglob("*") if p.is_file()):
+                digest = self.workspace.objects.put_file(file)
+                rel = f"{base}/{file.relative_to(source).as_posix()}"
+                attached.append(self._attach(rel, digest, file.stat().st_size))
+            return attached
+        raise NotFoundError(f"cannot log artifact {source}: no such file or folder")
+
+    def log_text(self, text: str, artifact_file: str) -> Artifact:
+        """Store ``text`` as the artifact ``artifact_file``."""
+        self._check_open()
+        data = text.encode()
+        return self._attach(artifact_file, self._store_object(data), len(data))
+
+    def log_dict(self, dictionary: Any, artifact_file: str) -> Artifact:
+        """Store a dict as JSON (or YAML when ``artifact_file`` ends in .yaml/.yml)."""
+        if artifact_file.endswith((".yaml", ".yml")):
+            import yaml
+
+            text = yaml.safe_dump(dictionary, sort_keys=False)
+        else:
+            text = json.dumps(dictionary, indent=2, default=str)
+        return self.log_text(text, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> Artifact:
+        """Store a matplotlib figure as an image (format from the extension, e.g. .png, .svg)."""
+        import io
+
+        self._check_open()
+        suffix = PurePosixPath(artifact_file).suffix.lstrip(".") or "png"
+        buffer = io.BytesIO()
+        try:
+            figure.savefig(buffer, format=suffix, bbox_inches="tight")
+        except AttributeError:
+            raise InvalidValueError(
+                f"log_figure takes a matplotlib Figure, not {type(figure).__name__}"
+            ) from None
+        data = buffer.getvalue()
+        return self._attach(artifact_file, self._store_object(data), len(data))
+
+    def log_input(self, data: Any, name: str | None = None, *, role: str = "input") -> DataInput:
+        """Record the data version this run read: a path (file or folder) or a data frame.
+
+        The content is hashed and stored in the object store, so the exact bytes can be
+        fetched again. ``role`` is ``input`` (default) or ``output``.
+        """
+        from molen.data.versions import version_of_frame, version_of_path
+
+        self._check_open()
+        if role not in {"input", "output"}:
+            raise InvalidValueError(f"role must be 'input' or 'output', not {role!r}")
+        if isinstance(data, (str, os.PathLike)):
+            version = version_of_path(data, self.workspace.objects)
+            label = name or _display_path(Path(data), self.workspace)
+        else:
+            version = version_of_frame(data, self.workspace.objects)
+            label = name or "dataframe"
+        record = DataInput(label, version.digest, role, version.kind, version.size, version.file_count)
+        self.workspace.metadata.add_data_input(self.id, record)
+        return record
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    def end(self, status: str = RunStatus.FINISHED) -> None:
+        """Flush and record the final status (FINISHED, FAILED or KILLED)."""
+        if status not in {RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED}:
+            raise InvalidValueError(f"a run ends FINISHED, FAILED or KILLED, not {status!r}")
+        if self.status != RunStatus.RUNNING:
+            return
+        try:
+            self._recorder.close()
+        finally:
+            self.status = status
+            with _stack_lock:
+                if self in _stack:
+                    _stack.remove(self)
+            if self._owned:
+                self.workspace.metadata.end_run(self.id, status, int(time.time() * 1000))
+
+    def record(self) -> RunRecord:
+        """What the store holds for this run now (after flushing buffered metrics)."""
+        if self.status == RunStatus.RUNNING:
+            self.flush()
+        return self.workspace.metadata.get_run(self.id)
+
+
+# -- starting runs ---------------------------------------------------------------------------------
+
+_ADJECTIVES = [
+    "amber",
+    "brave",
+    "calm",
+    "clever",
+    "dusty",
+    "eager",
+    "fair",
+    "gentle",
+    "golden",
+    "hidden",
+    "jolly",
+    "keen",
+    "lively",
+    "lucky",
+    "mellow",
+    "nimble",
+    "proud",
+    "quiet",
+    "rapid",
+    "silver",
+    "steady",
+    "swift",
+    "tidy",
+    "vivid",
+    "witty",
+    "young",
+    "zesty",
+]
+_NOUNS = [
+    "otter",
+    "heron",
+    "maple",
+    "falcon",
+    "willow",
+    "badger",
+    "comet",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "island",
+    "lynx",
+    "meadow",
+    "nebula",
+    "orchid",
+    "pine",
+    "quartz",
+    "river",
+    "sparrow",
+    "tundra",
+    "valley",
+    "walrus",
+    "yarrow",
+    "zephyr",
+]
+
+
+def _generated_name() -> str:
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 99)}"
+
+
+def _artifact_path(path: str) -> str:
+    normal = PurePosixPath(path.replace("\\", "/"))
+    if not path or normal.is_absolute() or ".." in normal.parts or "\0" in path:
+        raise InvalidNameError(f"invalid artifact path {path!r}: use a relative path without '..' segments")
+    return str(normal)
+
+
+def _display_path(path: Path, workspace: Workspace) -> str:
+    project = workspace.settings.project
+    resolved = path.resolve()
+    if project is not None and resolved.is_relative_to(project.root):
+        return resolved.relative_to(project.root).as_posix()
+    return str(resolved)
+
+
+def _status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return RunStatus.FINISHED
+    if isinstance(exc, KeyboardInterrupt):
+        return RunStatus.KILLED
+    if isinstance(exc, SystemExit):
+        return RunStatus.FINISHED if exc.code in (None, 0) else RunStatus.FAILED
+    return RunStatus.FAILED
+
+
+def _system_tags(workspace: Workspace) -> dict[str, str]:
+    env = capture.environment()
+    tags = {
+        "molen.command": env.command[:8000],
+        "molen.python": env.python,
+        "molen.user": env.user,
+        "molen.host": env.host,
+    }
+    project = workspace.settings.project
+    code = capture.code_state(project.root if project is not None else None)
+    if code is not None:
+        tags["molen.git.commit"] = code.commit
+        tags["molen.git.branch"] = code.branch
+        tags["molen.git.dirty"] = "true" if code.dirty else "false"
+        if code.diff_hash:
+            tags["molen.git.diff_hash"] = code.diff_hash
+    return tags
+
+
+def _system_artifacts(run: ActiveRun) -> list[Artifact]:
+    attached: list[Artifact] = []
+    if run.workspace.settings["tracking.capture_packages"]:
+        snapshot = capture.package_snapshot()
+        attached.append(Artifact("molen/packages.txt", run._store_object(snapshot), len(snapshot)))
+    project = run.workspace.settings.project
+    code = capture.code_state(project.root if project is not None else None)
+    if code is not None and code.diff:
+        attached.append(Artifact("molen/git.diff", run._store_object(code.diff), len(code.diff)))
+    return attached
+
+
+def start_run(
+    experiment: str | None = None,
+    name: str | None = None,
+    tags: dict[str, Any] | None = None,
+    *,
+    workspace: Workspace | None = None,
+) -> ActiveRun:
+    """Start recording a run and make it the active run.
+
+    ``experiment`` defaults to the setting ``tracking.experiment``; ``name`` to a generated
+    one. A run started while another is active becomes its child. Captures the git state,
+    command line, Python, host, user and installed packages.
+
+    Example: ``with molen.start_run(experiment="churn", tags={"team": "risk"}) as run: ...``
+    """
+    workspace = workspace or open_workspace()
+    experiment_name = check_name(experiment or workspace.settings["tracking.experiment"], "experiment")
+    run_name = check_name(name, "run") if name is not None else _generated_name()
+    user_tags = {
+        check_key(key, "tag"): check_text_value(key, value, "tag") for key, value in (tags or {}).items()
+    }
+    parent = active_run()
+    store = workspace.metadata
+    experiment_record = store.get_or_create_experiment(experiment_name)
+    system = _system_tags(workspace)
+    env = capture.environment()
+    run_id = uuid.uuid4().hex
+    store.create_run(
+        run_id=run_id,
+        experiment_id=experiment_record.id,
+        name=run_name,
+        start_time=int(time.time() * 1000),
+        parent_id=parent.id if parent is not None else None,
+        user=env.user,
+        host=env.host,
+        pid=env.pid,
+        pid_started=env.pid_started,
+        tags={**system, **user_tags},
+    )
+    run = ActiveRun(
+        workspace,
+        run_id=run_id,
+        name=run_name,
+        experiment=experiment_name,
+        parent_id=parent.id if parent is not None else None,
+    )
+    for artifact in _system_artifacts(run):
+        store.add_artifact(run_id, artifact)
+    with _stack_lock:
+        _stack.append(run)
+    _install_exit_handlers()
+    return run
+
+
+def active_run() -> ActiveRun | None:
+    """The innermost run started and not yet ended in this process, or ``None``."""
+    with _stack_lock:
+        return _stack[-1] if _stack else None
+
+
+def require_active_run() -> ActiveRun:
+    """The active run; :class:`UsageError` if there is none."""
+    run = active_run()
+    if run is None:
+        raise UsageError("no active run: start one with `with molen.start_run(): ...`")
+    return run
+
+
+def end_run(status: str = RunStatus.FINISHED) -> None:
+    """End the active run (if any) with ``status``."""
+    run = active_run()
+    if run is not None:
+        run.end(status)
+
+
+# -- process exit, SIGTERM and uncaught exceptions ------------------------------------------------
+
+_handlers_installed = False
+
+
+def _end_all(status: str) -> None:
+    flush_all()
+    with _stack_lock:
+        open_runs = list(reversed(_stack))
+    for run in open_runs:
+        try:
+            run.end(status)
+        except Exception as exc:  # reported, never raised from an exit path
+            print(f"molen: could not end run {run.id[:8]}: {exc}", file=sys.stderr)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _end_all(RunStatus.KILLED)
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    _end_all(_status_for(exc))
+    _previous_excepthook(kind, exc, tb)
+
+
+_previous_sigterm: Any = None
+_previous_excepthook = sys.excepthook
+
+
+def _install_exit_handlers() -> None:
+    global _handlers_installed, _previous_sigterm, _previous_excepthook
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    import atexit
+
+    atexit.register(_end_all, RunStatus.FINISHED)
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    if threading.current_thread() is threading.main_thread():
+        try:
+            _previous_sigterm = signal.getsignal(signal.SIGTERM)
+            if _previous_sigterm is not signal.SIG_IGN:
+                signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # not allowed here (embedded interpreter)
+            _previous_sigterm = None

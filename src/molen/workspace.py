@@ -1,0 +1,63 @@
+"""The stores of one invocation, resolved from settings: what every service works against."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from molen.config import Settings, load_settings
+from molen.errors import UsageError
+
+if TYPE_CHECKING:
+    from molen.stores.metadata.sql import SqlMetadataStore
+    from molen.stores.objects.base import ObjectStore
+
+__all__ = ["Workspace", "open_workspace"]
+
+_object_stores: dict[tuple[str, str | None, bool], ObjectStore] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Workspace:
+    """Settings plus the metadata and object stores they name (opened on first use)."""
+
+    settings: Settings
+    _metadata: SqlMetadataStore | None = field(default=None, repr=False)
+
+    @property
+    def metadata(self) -> SqlMetadataStore:
+        if self._metadata is None:
+            from molen.stores.metadata import open_metadata_store
+
+            url = self.settings["tracking.uri"]
+            if not url:
+                raise UsageError("no metadata store configured: set tracking.uri")
+            self._metadata = open_metadata_store(url)
+        return self._metadata
+
+    @property
+    def objects(self) -> ObjectStore:
+        url = self.settings["objects.url"]
+        if not url:
+            raise UsageError(
+                "no object store configured: set objects.url (MOLEN_OBJECTS_URL) to a folder or an s3:// URL"
+            )
+        endpoint = self.settings["objects.s3_endpoint_url"]
+        verify = bool(self.settings["objects.verify"])
+        key = (url, endpoint, verify)
+        with _lock:
+            store = _object_stores.get(key)
+            if store is None:
+                from molen.stores.objects import open_object_store
+
+                store = _object_stores[key] = open_object_store(url, s3_endpoint_url=endpoint, verify=verify)
+            return store
+
+
+def open_workspace(start: Path | str | None = None, *, flags: Mapping[str, Any] | None = None) -> Workspace:
+    """The workspace of the project at or above ``start`` (default: the current folder)."""
+    return Workspace(load_settings(start, flags=flags))
