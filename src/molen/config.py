@@ -149,12 +149,31 @@ class Settings(Mapping[str, Any]):
         return [(key, item.value, item.source) for key, item in self._resolved.items()]
 
 
-def _read_config_file(project: Project) -> dict[str, Any]:
-    import yaml
+_file_cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
 
+
+def _read_config_file(project: Project) -> dict[str, Any]:
+    """``molen.yaml`` parsed; re-read only when its size or mtime changes."""
     path = project.config_path
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    signature = (stat.st_mtime_ns, stat.st_size)
+    cached = _file_cache.get(path)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    data = _parse_config_file(path)
+    _file_cache[path] = (signature, data)
+    return data
+
+
+def _parse_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(path.read_text(), Loader=loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

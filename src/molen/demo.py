@@ -46,9 +46,7 @@ def _auc(scores: list[float], labels: list[int]) -> float:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def _train(
-    features: list[list[float]], labels: list[int], lr: float, epochs: int, run: object
-) -> dict[str, float]:
+def _train(features: list[list[float]], labels: list[int], lr: float, epochs: int) -> dict[str, float]:
     import molen
 
     weights, bias = [0.0] * len(features[0]), 0.0

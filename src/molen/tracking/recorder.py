@@ -1,10 +1,10 @@
-"""Buffered metric writes: a training loop appends to memory, a background thread writes batches.
+"""Buffered writes: a training loop appends to memory, a background thread writes batches.
 
-``log_metric`` costs a validation and a deque append. One flusher thread per process writes
-every live recorder's buffer every ``tracking.flush_interval`` seconds (and beats each run's
-heartbeat), and a recorder flushes on its own when its buffer grows past
-:data:`MAX_BUFFERED`. Ending a run, an exception, SIGTERM and interpreter exit all flush, so
-nothing logged is lost unless the process is killed with SIGKILL (then at most one interval).
+``log_metric`` costs a validation and a deque append; params and tags wait in memory too.
+One flusher thread per process writes every live recorder's buffer every
+``tracking.flush_interval`` seconds (and beats each run's heartbeat), and a recorder flushes
+on its own when its buffer grows past :data:`MAX_BUFFERED`. Ending a run, an exception,
+SIGTERM and interpreter exit all flush, so nothing logged is lost unless the process is killed with SIGKILL (then at most one interval).
 """
 
 from __future__ import annotations
@@ -42,10 +42,22 @@ class RunRecorder:
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
         self._buffer: deque[Metric] = deque()
-        self._write_lock = threading.Lock()
+        self._params: dict[str, str] = {}
+        self._tags: dict[str, str] = {}
+        self._write_lock = threading.RLock()
         self._last_beat = time.monotonic()
         self.closed = False
         _Flusher.instance().register(self)
+
+    def add_params(self, params: dict[str, str]) -> None:
+        """Buffer params (checked for changed values by the caller, and again by the store)."""
+        with self._write_lock:
+            self._params.update(params)
+
+    def add_tags(self, tags: dict[str, str]) -> None:
+        """Buffer tags; a later value of the same tag wins."""
+        with self._write_lock:
+            self._tags.update(tags)
 
     def add(self, metric: Metric) -> None:
         """Buffer one metric value (validated by the caller)."""
@@ -53,29 +65,38 @@ class RunRecorder:
         if len(self._buffer) >= MAX_BUFFERED:
             self.flush()
 
-    def flush(self, *, heartbeat: bool = False) -> None:
-        """Write every buffered metric now, in one transaction per batch."""
+    def flush(self, *, heartbeat: bool = False, end: tuple[str, int] | None = None) -> None:
+        """Write every buffered metric now in one transaction (ending the run too, if ``end``)."""
         with self._write_lock:
             buffer = self._buffer
             batch = [buffer.popleft() for _ in range(len(buffer))]
+            params, tags = self._params, self._tags
             beat = heartbeat or time.monotonic() - self._last_beat >= self.heartbeat_interval
-            if not batch and not beat:
+            if not (batch or params or tags or beat or end):
                 return
+            self._params, self._tags = {}, {}
             try:
                 self.store.log_batch(
-                    self.run_id, metrics=batch, heartbeat=int(time.time() * 1000) if beat else None
+                    self.run_id,
+                    params=params,
+                    tags=tags,
+                    metrics=batch,
+                    heartbeat=int(time.time() * 1000) if beat else None,
+                    end=end,
                 )
             except BaseException:
-                # put the batch back in order so a retry (or the final flush) still has it
+                # put everything back in order so a retry (or the final flush) still has it
                 buffer.extendleft(reversed(batch))
+                self._params = {**params, **self._params}
+                self._tags = {**tags, **self._tags}
                 raise
             if beat:
                 self._last_beat = time.monotonic()
 
-    def close(self) -> None:
-        """Flush and stop the background writes for this run."""
+    def close(self, end: tuple[str, int] | None = None) -> None:
+        """Flush and stop the background writes for this run; ``end`` = (status, time) ends it."""
         try:
-            self.flush()
+            self.flush(end=end)
         finally:
             self.closed = True
             _Flusher.instance().unregister(self)

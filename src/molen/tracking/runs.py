@@ -19,7 +19,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from molen.entities import Artifact, DataInput, Metric, RunRecord, RunStatus
-from molen.errors import InvalidNameError, InvalidValueError, NotFoundError, UsageError
+from molen.errors import ConflictError, InvalidNameError, InvalidValueError, NotFoundError, UsageError
 from molen.tracking import capture
 from molen.tracking.recorder import RunRecorder, flush_all
 from molen.tracking.validation import (
@@ -66,6 +66,7 @@ class ActiveRun:
         self.parent_id = parent_id
         self.status = RunStatus.RUNNING
         self._owned = owned
+        self._params: dict[str, str] = {}
         settings = workspace.settings
         self._recorder = RunRecorder(
             workspace.metadata,
@@ -101,24 +102,30 @@ class ActiveRun:
         self.log_params({key: value})
 
     def log_params(self, params: dict[str, Any]) -> None:
-        """Record several params in one write."""
+        """Record several params (buffered like metrics; a changed value is refused at once)."""
         self._check_open()
         checked = {
             check_key(key, "param"): check_text_value(key, value, "param") for key, value in params.items()
         }
-        if checked:
-            self.workspace.metadata.log_batch(self.id, params=checked)
+        for key, value in checked.items():
+            held = self._params.get(key)
+            if held is not None and held != value:
+                raise ConflictError(
+                    f"param {key!r} of run {self.id[:8]} is already {held!r}, cannot change it to "
+                    f"{value!r}; params are immutable: start a new run, or use a tag"
+                )
+        self._params.update(checked)
+        self._recorder.add_params(checked)
 
     def set_tag(self, key: str, value: Any) -> None:
         """Set a tag (a mutable label); setting it again replaces the value."""
         self.set_tags({key: value})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        """Set several tags in one write."""
+        """Set several tags (buffered like metrics)."""
         self._check_open()
         checked = {check_key(key, "tag"): check_text_value(key, value, "tag") for key, value in tags.items()}
-        if checked:
-            self.workspace.metadata.log_batch(self.id, tags=checked)
+        self._recorder.add_tags(checked)
 
     def log_metric(
         self, key: str, value: float, step: int | None = None, timestamp: int | None = None
@@ -158,14 +165,7 @@ class ActiveRun:
     # -- artifacts and data ----------------------------------------------------------------------
 
     def _store_object(self, data: bytes) -> str:
-        store = self.workspace.objects
-        from molen.hashing import hash_bytes
-
-        digest = hash_bytes(data)
-        if (store.url, digest) not in _stored_objects:
-            store.put_bytes(data)
-            _stored_objects.add((store.url, digest))
-        return digest
+        return store_object(self.workspace, data)
 
     def _attach(self, artifact_path: str, digest: str, size: int) -> Artifact:
         artifact = Artifact(_artifact_path(artifact_path), digest, size)
@@ -254,20 +254,30 @@ class ActiveRun:
         if self.status != RunStatus.RUNNING:
             return
         try:
-            self._recorder.close()
+            self._recorder.close(end=(status, int(time.time() * 1000)) if self._owned else None)
         finally:
             self.status = status
             with _stack_lock:
                 if self in _stack:
                     _stack.remove(self)
-            if self._owned:
-                self.workspace.metadata.end_run(self.id, status, int(time.time() * 1000))
 
     def record(self) -> RunRecord:
         """What the store holds for this run now (after flushing buffered metrics)."""
         if self.status == RunStatus.RUNNING:
             self.flush()
         return self.workspace.metadata.get_run(self.id)
+
+
+def store_object(workspace: Workspace, data: bytes) -> str:
+    """Store ``data`` in the workspace's object store, remembering what this process stored."""
+    from molen.hashing import hash_bytes
+
+    store = workspace.objects
+    digest = hash_bytes(data)
+    if (store.url, digest) not in _stored_objects:
+        store.put_bytes(data)
+        _stored_objects.add((store.url, digest))
+    return digest
 
 
 # -- starting runs ---------------------------------------------------------------------------------
@@ -379,15 +389,15 @@ def _system_tags(workspace: Workspace) -> dict[str, str]:
     return tags
 
 
-def _system_artifacts(run: ActiveRun) -> list[Artifact]:
+def _system_artifacts(workspace: Workspace) -> list[Artifact]:
     attached: list[Artifact] = []
-    if run.workspace.settings["tracking.capture_packages"]:
+    if workspace.settings["tracking.capture_packages"]:
         snapshot = capture.package_snapshot()
-        attached.append(Artifact("molen/packages.txt", run._store_object(snapshot), len(snapshot)))
-    project = run.workspace.settings.project
+        attached.append(Artifact("molen/packages.txt", store_object(workspace, snapshot), len(snapshot)))
+    project = workspace.settings.project
     code = capture.code_state(project.root if project is not None else None)
     if code is not None and code.diff:
-        attached.append(Artifact("molen/git.diff", run._store_object(code.diff), len(code.diff)))
+        attached.append(Artifact("molen/git.diff", store_object(workspace, code.diff), len(code.diff)))
     return attached
 
 
@@ -407,7 +417,9 @@ def start_run(
     Example: ``with molen.start_run(experiment="churn", tags={"team": "risk"}) as run: ...``
     """
     workspace = workspace or open_workspace()
-    experiment_name = check_name(experiment or workspace.settings["tracking.experiment"], "experiment")
+    experiment_name = check_name(
+        workspace.settings["tracking.experiment"] if experiment is None else experiment, "experiment"
+    )
     run_name = check_name(name, "run") if name is not None else _generated_name()
     user_tags = {
         check_key(key, "tag"): check_text_value(key, value, "tag") for key, value in (tags or {}).items()
@@ -429,6 +441,7 @@ def start_run(
         pid=env.pid,
         pid_started=env.pid_started,
         tags={**system, **user_tags},
+        artifacts=_system_artifacts(workspace),
     )
     run = ActiveRun(
         workspace,
@@ -437,8 +450,6 @@ def start_run(
         experiment=experiment_name,
         parent_id=parent.id if parent is not None else None,
     )
-    for artifact in _system_artifacts(run):
-        store.add_artifact(run_id, artifact)
     with _stack_lock:
         _stack.append(run)
     _install_exit_handlers()

@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -101,6 +102,8 @@ class SqlMetadataStore:
                 f"unsupported metadata store {self.safe_url}: use sqlite:/// or postgresql+psycopg://"
             )
         self.engine = self._create_engine(parsed)
+        self._experiments: dict[str, Experiment] = {}  # experiments are never renamed
+        self._stmt = _Statements(self._insert)
         try:
             ensure_schema(self.engine, url_for_errors=self.safe_url)
         except OperationalError as exc:
@@ -181,8 +184,9 @@ class SqlMetadataStore:
     @_translated
     def get_or_create_experiment(self, name: str) -> Experiment:
         """The experiment called ``name``, created if it does not exist yet."""
-        found = self._experiment_by_name(name)
+        found = self._experiments.get(name) or self._experiment_by_name(name)
         if found is not None:
+            self._experiments[name] = found
             return found
         try:
             with self._write() as connection:
@@ -243,28 +247,40 @@ class SqlMetadataStore:
         pid: int | None = None,
         pid_started: float | None = None,
         tags: dict[str, str] | None = None,
+        artifacts: Sequence[Artifact] = (),
     ) -> None:
-        """Record a new RUNNING run and its first tags in one transaction."""
+        """Record a new RUNNING run, its first tags and artifacts in one transaction."""
         with self._write() as connection:
             connection.execute(
-                insert(t.runs).values(
-                    id=run_id,
-                    experiment_id=experiment_id,
-                    name=name,
-                    status=RunStatus.RUNNING,
-                    start_time=start_time,
-                    parent_id=parent_id,
-                    user=user,
-                    host=host,
-                    pid=pid,
-                    pid_started=pid_started,
-                    heartbeat=start_time,
-                )
+                self._stmt.insert_run,
+                {
+                    "id": run_id,
+                    "experiment_id": experiment_id,
+                    "name": name,
+                    "status": RunStatus.RUNNING,
+                    "start_time": start_time,
+                    "end_time": None,
+                    "parent_id": parent_id,
+                    "lifecycle": "active",
+                    "user": user,
+                    "host": host,
+                    "pid": pid,
+                    "pid_started": pid_started,
+                    "heartbeat": start_time,
+                },
             )
             if tags:
                 connection.execute(
-                    insert(t.tags),
+                    self._stmt.insert_tags,
                     [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                )
+            if artifacts:
+                connection.execute(
+                    self._stmt.insert_artifacts,
+                    [
+                        {"run_id": run_id, "path": a.path, "digest": a.digest, "size": a.size}
+                        for a in artifacts
+                    ],
                 )
 
     @_translated
@@ -276,8 +292,11 @@ class SqlMetadataStore:
         tags: dict[str, str] | None = None,
         metrics: Sequence[Metric] = (),
         heartbeat: int | None = None,
+        end: tuple[str, int] | None = None,
     ) -> None:
         """Write params, tags and metrics of one run in a single transaction.
+
+        ``end`` = (status, end time) also ends the run in the same transaction.
 
         A param may be logged again with the same value; a different value raises
         :class:`ConflictError` (params describe how a run was made and never change).
@@ -286,19 +305,25 @@ class SqlMetadataStore:
             if params:
                 self._insert_params(connection, run_id, params)
             if tags:
-                stmt = self._insert(t.tags)
                 connection.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["run_id", "key"], set_={"value": stmt.excluded.value}
-                    ),
+                    self._stmt.upsert_tags,
                     [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
                 )
             if metrics:
                 self._insert_metrics(connection, run_id, metrics)
-            if heartbeat is not None:
-                connection.execute(update(t.runs).where(t.runs.c.id == run_id).values(heartbeat=heartbeat))
+            if end is not None:
+                connection.execute(
+                    self._stmt.end_run,
+                    {"rid": run_id, "status": end[0], "end_time": end[1], "heartbeat": end[1]},
+                )
+            elif heartbeat is not None:
+                connection.execute(self._stmt.beat, {"rid": run_id, "heartbeat": heartbeat})
 
     def _insert_params(self, connection: Connection, run_id: str, values: dict[str, str]) -> None:
+        rows = [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()]
+        inserted = connection.execute(self._stmt.insert_params_new, rows).rowcount
+        if inserted == len(rows):
+            return  # the common case: all new
         existing = dict(
             connection.execute(
                 select(t.params.c.key, t.params.c.value).where(
@@ -312,9 +337,6 @@ class SqlMetadataStore:
                     f"param {key!r} of run {run_id[:8]} is already {old!r}, cannot change it to "
                     f"{values[key]!r}; params are immutable: start a new run, or use a tag"
                 )
-        fresh = [{"run_id": run_id, "key": k, "value": v} for k, v in values.items() if k not in existing]
-        if fresh:
-            connection.execute(insert(t.params), fresh)
 
     def _insert_metrics(self, connection: Connection, run_id: str, batch: Sequence[Metric]) -> None:
         rows = [(run_id, m.key, m.step, m.timestamp, None if math.isnan(m.value) else m.value) for m in batch]
@@ -329,21 +351,8 @@ class SqlMetadataStore:
             held = latest.get(metric.key)
             if held is None or (metric.step, metric.timestamp) >= (held.step, held.timestamp):
                 latest[metric.key] = metric
-        stmt = self._insert(t.latest_metrics)
-        newer = (stmt.excluded.step > t.latest_metrics.c.step) | (
-            (stmt.excluded.step == t.latest_metrics.c.step)
-            & (stmt.excluded.timestamp >= t.latest_metrics.c.timestamp)
-        )
         connection.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["run_id", "key"],
-                set_={
-                    "step": stmt.excluded.step,
-                    "timestamp": stmt.excluded.timestamp,
-                    "value": stmt.excluded.value,
-                },
-                where=newer,
-            ),
+            self._stmt.upsert_latest,
             [
                 {
                     "run_id": run_id,
@@ -587,6 +596,45 @@ class SqlMetadataStore:
                 connection.execute(delete(table).where(table.c.run_id == run_id))
             connection.execute(update(t.runs).where(t.runs.c.parent_id == run_id).values(parent_id=None))
             connection.execute(delete(t.runs).where(t.runs.c.id == run_id))
+
+
+class _Statements:
+    """The hot write statements, built once per store (SQLAlchemy then reuses their compiled form)."""
+
+    def __init__(self, dialect_insert: Callable[[Any], Any]) -> None:
+        self.insert_run = insert(t.runs)
+        self.insert_tags = insert(t.tags)
+        self.insert_artifacts = insert(t.artifacts)
+        tags = dialect_insert(t.tags)
+        self.upsert_tags = tags.on_conflict_do_update(
+            index_elements=["run_id", "key"], set_={"value": tags.excluded.value}
+        )
+        self.insert_params_new = dialect_insert(t.params).on_conflict_do_nothing(
+            index_elements=["run_id", "key"]
+        )
+        latest = dialect_insert(t.latest_metrics)
+        newer = (latest.excluded.step > t.latest_metrics.c.step) | (
+            (latest.excluded.step == t.latest_metrics.c.step)
+            & (latest.excluded.timestamp >= t.latest_metrics.c.timestamp)
+        )
+        self.upsert_latest = latest.on_conflict_do_update(
+            index_elements=["run_id", "key"],
+            set_={
+                "step": latest.excluded.step,
+                "timestamp": latest.excluded.timestamp,
+                "value": latest.excluded.value,
+            },
+            where=newer,
+        )
+        by_id = t.runs.c.id == bindparam("rid")
+        self.end_run = (
+            update(t.runs)
+            .where(by_id)
+            .values(
+                status=bindparam("status"), end_time=bindparam("end_time"), heartbeat=bindparam("heartbeat")
+            )
+        )
+        self.beat = update(t.runs).where(by_id).values(heartbeat=bindparam("heartbeat"))
 
 
 def _grouped(connection: Connection, table: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
