@@ -4,7 +4,8 @@
 One flusher thread per process writes every live recorder's buffer every
 ``tracking.flush_interval`` seconds (and beats each run's heartbeat), and a recorder flushes
 on its own when its buffer grows past :data:`MAX_BUFFERED`. Ending a run, an exception,
-SIGTERM and interpreter exit all flush, so nothing logged is lost unless the process is killed with SIGKILL (then at most one interval).
+SIGTERM and interpreter exit all flush, so nothing logged is lost unless the process is
+killed with SIGKILL (then at most one interval).
 """
 
 from __future__ import annotations

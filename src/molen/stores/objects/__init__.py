@@ -21,7 +21,8 @@ def open_object_store(url: str, *, s3_endpoint_url: str | None = None, verify: b
         return LocalObjectStore(url.removeprefix("file://"), verify=verify)
     from molen.stores.objects.remote import FsspecObjectStore
 
-    options: dict[str, Any] = {}
+    # no listing cache: another client may add or delete objects at any time
+    options: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
     if s3_endpoint_url and url.split("://", 1)[0] in {"s3", "s3a"}:
         options["client_kwargs"] = {"endpoint_url": s3_endpoint_url}
     return FsspecObjectStore(url, storage_options=options, verify=verify)

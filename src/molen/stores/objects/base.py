@@ -97,7 +97,7 @@ class ObjectStore(ABC):
         wrong hash: :class:`ConflictError` is raised instead and nothing is stored.
         """
         source = Path(path)
-        known = digest or hash_file(source)
+        known = hash_file(source) if digest is None else digest
         key = self.key_of(known)
         if self._exists(key):
             return known

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import blake3
 
@@ -55,10 +56,14 @@ class LocalObjectStore(ObjectStore):
         os.replace(tmp, self.root / key)
 
     def _write_file(self, key: str, source: Path, digest: str) -> None:
+        with open(source, "rb") as src:
+            self._write_stream(key, src, source, digest)
+
+    def _write_stream(self, key: str, src: BinaryIO, source: Path, digest: str) -> None:
         fd, tmp = self._temporary(key)
         try:
             hasher = blake3.blake3()
-            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            with os.fdopen(fd, "wb") as dst:
                 while chunk := src.read(CHUNK_SIZE):
                     hasher.update(chunk)
                     dst.write(chunk)

@@ -49,11 +49,18 @@ class FsspecObjectStore(ObjectStore):
         self.fs, self.root, self.protocol = _filesystem(url, storage_options or {})
 
     @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
+    def _translated(self, *, writing: bool = False) -> Iterator[None]:
         """Turn storage-library errors into molen errors that name the store, not secrets."""
         try:
             yield
-        except (FileNotFoundError, MolenError):
+        except MolenError:
+            raise
+        except FileNotFoundError:
+            if writing:  # nothing to find when writing: the bucket itself is missing
+                raise StoreUnavailableError(
+                    f"cannot write to the object store {self.url}: the bucket does not exist; "
+                    "create it, or fix objects.url"
+                ) from None
             raise
         except PermissionError:
             raise StoreUnavailableError(
@@ -96,22 +103,24 @@ class FsspecObjectStore(ObjectStore):
 
     def _write_file(self, key: str, source: Path, digest: str) -> None:
         target = self._target(key)
-        with self._translated():
+        with open(source, "rb") as src, self._translated(writing=True):
             hasher = blake3.blake3()
-            with open(source, "rb") as src, self.fs.open(target, "wb") as dst:
+            dst = self.fs.open(target, "wb")
+            try:
                 while chunk := src.read(CHUNK_SIZE):
                     hasher.update(chunk)
                     dst.write(chunk)
                 if hasher.hexdigest() != digest:
-                    # a buffered upload that is discarded before close never becomes visible
-                    if hasattr(dst, "discard"):
-                        dst.discard()
                     raise changed_while_storing(source)
+            except BaseException:
+                _discard(dst)
+                raise
+            dst.close()  # the upload completes (and becomes visible) only here
             self._finish(target, key)
 
     def _write_bytes(self, key: str, data: bytes) -> None:
         target = self._target(key)
-        with self._translated():
+        with self._translated(writing=True):
             self.fs.pipe_file(target, data)
             self._finish(target, key)
 
@@ -138,6 +147,18 @@ class FsspecObjectStore(ObjectStore):
             key = path[len(prefix) :] if path.startswith(prefix) else path
             if ".tmp-" not in key:
                 yield key
+
+
+def _discard(handle: Any) -> None:
+    """Abandon an unfinished upload so that nothing becomes visible."""
+    discard = getattr(handle, "discard", None)
+    if discard is not None:
+        with contextlib.suppress(Exception):
+            discard()
+        handle.closed = True  # stop the file object from uploading on garbage collection
+    else:
+        with contextlib.suppress(Exception):
+            handle.close()
 
 
 def _is_connection_error(exc: BaseException) -> bool:
