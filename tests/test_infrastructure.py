@@ -36,9 +36,7 @@ def other_postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(sa.make_url(url).database or "")
 
 
-def test_each_postgres_url_is_a_separate_database(
-    postgres_url: str, other_postgres_url: str
-) -> None:
+def test_each_postgres_url_is_a_separate_database(postgres_url: str, other_postgres_url: str) -> None:
     assert postgres_url != other_postgres_url
     first, second = sa.create_engine(postgres_url), sa.create_engine(other_postgres_url)
     try:

@@ -211,8 +211,9 @@ def _absolutise(key: str, value: Any, project: Project | None) -> Any:
         relative = value[len("sqlite:///") :]
         if relative and relative != ":memory:":
             return f"sqlite:///{project.root / relative}"
-    if key == "objects.url" and "://" not in value and not os.path.isabs(value):
-        return str(project.root / value)
+    if key == "objects.url" and "://" not in value:
+        value = os.path.expanduser(value)
+        return value if os.path.isabs(value) else str(project.root / value)
     return value
 
 

@@ -120,6 +120,7 @@ _TOKEN = re.compile(
   | (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.]))
   | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")
   | (?P<backquoted>`[^`]*`)
+  | (?P<sign>[-+])
   | (?P<op><=|>=|!=|<>|==|=|<|>)
   | (?P<punct>[(),.])
   | (?P<word>[A-Za-z_][\w\-]*(?:\.[\w\-]+)*)
@@ -348,33 +349,30 @@ def parse_filter(text: str) -> Filter:
 
 
 def parse_sort(text: str) -> list[SortKey]:
-    """Parse sort keys such as ``-metrics.auc, start_time`` (``-`` or ``desc`` for descending)."""
+    """Parse sort keys such as ``-metrics.auc, start_time`` (``-`` or ``desc`` for descending).
+
+    Names are quoted as in filters (``metrics.`val loss` desc``). Raises
+    :class:`FilterSyntaxError` with the column of the first mistake.
+    """
+    parser = _Parser(text)
     keys: list[SortKey] = []
-    offset = 0
-    for part in text.split(","):
-        column = offset + len(part) - len(part.lstrip()) + 1
-        offset += len(part) + 1
-        item = part.strip()
-        if not item:
-            raise FilterSyntaxError("empty sort key", text=text, column=column)
-        descending = item.startswith("-")
-        item = item.lstrip("-+").strip()
-        words = item.split()
-        if len(words) == 2 and words[1].lower() in {"asc", "desc"}:
-            descending = words[1].lower() == "desc"
-            item = words[0]
-        parser = _Parser(item)
-        try:
-            field = parser.field()
-        except FilterSyntaxError as exc:
-            raise FilterSyntaxError(
-                exc.message.split(" at column")[0], text=text, column=column + exc.column - 1
-            ) from None
-        if parser.current.kind != "end":
-            raise FilterSyntaxError(
-                f"unexpected {parser.current.text!r} in sort key",
-                text=text,
-                column=column + parser.current.column - 1,
-            )
+    while True:
+        token = parser.current
+        if token.kind == "end" or (token.kind == "punct" and token.text == ","):
+            raise parser.error("empty sort key")
+        descending = False
+        if token.kind == "sign":
+            descending = token.text == "-"
+            parser.advance()
+        field = parser.field()
+        if parser.keyword("desc"):
+            descending = True
+        elif parser.keyword("asc"):
+            descending = False
         keys.append(SortKey(field, descending))
-    return keys
+        if parser.current.kind == "end":
+            return keys
+        if parser.current.kind == "punct" and parser.current.text == ",":
+            parser.advance()
+            continue
+        raise parser.error(f"unexpected {parser.current.text!r} in sort key; separate keys with ','")

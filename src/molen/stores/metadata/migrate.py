@@ -35,12 +35,16 @@ def _upgrade(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # one migrator at a time across processes; released at commit
-            connection.execute(text("SELECT pg_advisory_xact_lock(7418203)"))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        # a write transaction from the start (BEGIN IMMEDIATE on SQLite), so two processes
+        # opening a new store queue here instead of failing; the second finds nothing to do
+        connection.execution_options(molen_write=True)
+        with connection.begin():
+            if connection.dialect.name == "postgresql":
+                # one migrator at a time across processes; released at commit
+                connection.execute(text("SELECT pg_advisory_xact_lock(7418203)"))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
 
 
 def ensure_schema(engine: Engine, *, url_for_errors: str) -> None:

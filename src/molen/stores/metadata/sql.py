@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, cast
@@ -89,9 +90,9 @@ class SqlMetadataStore:
     def __init__(self, url: str) -> None:
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise UsageError(
-                f"{url!r} is not a database URL; use sqlite:///path/molen.db or "
+                f"{_masked(url)!r} is not a database URL; use sqlite:///path/molen.db or "
                 "postgresql+psycopg://user@host/db (setting tracking.uri)"
             ) from None
         self.url = url
@@ -147,7 +148,7 @@ class SqlMetadataStore:
         message = str(exc.orig).lower() if exc.orig is not None else ""
         if "locked" in message or "busy" in message:
             return StoreError(
-                f"the metadata store {self.safe_url} stayed locked by another process for 30 s; "
+                f"the metadata store {self.safe_url} is locked by another process; "
                 "retry, or look for a stuck molen process"
             )
         if "unable to open" in message or "readonly" in message or "read-only" in message:
@@ -637,6 +638,11 @@ class _Statements:
         self.beat = update(t.runs).where(by_id).values(heartbeat=bindparam("heartbeat"))
 
 
+def _masked(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for error messages."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def _grouped(connection: Connection, table: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     if not ids:
@@ -660,6 +666,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA case_sensitive_like=ON")  # like PostgreSQL; ilike ignores case
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -1,0 +1,585 @@
+"""One conformance suite for the content-addressed object store, run against every backend.
+
+Backends: a local folder and S3 (a real moto server over HTTP). Corruption and removals "behind
+the store's back" are done with the backend's own tools (the file system, boto3), never through
+the store under test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from molen.errors import (
+    ConflictError,
+    CorruptObjectError,
+    InvalidValueError,
+    MolenError,
+    NotFoundError,
+    StoreUnavailableError,
+)
+from molen.hashing import DIGEST_LENGTH, hash_bytes, hash_file, is_digest
+from molen.stores.objects import ObjectStore, open_object_store
+from molen.stores.objects.local import LocalObjectStore
+
+PREFIX = "prefix"
+PARALLEL_THRESHOLD = 8 << 20  # molen.hashing._PARALLEL_THRESHOLD
+
+
+def b3(data: bytes) -> str:
+    """The expected digest, computed independently of molen."""
+    return blake3.blake3(data).hexdigest()
+
+
+def leftovers(folder: Path, keep: set[str]) -> list[str]:
+    """Names in ``folder`` other than ``keep`` (temporary files a store may have left)."""
+    return sorted(name for name in os.listdir(folder) if name not in keep)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class Backend:
+    """A store under test plus out-of-band access to its raw storage."""
+
+    name: str
+    store: ObjectStore
+
+    def corrupt(self, digest: str, data: bytes) -> None:
+        """Overwrite the stored bytes of ``digest`` with ``data`` without going through the store."""
+        raise NotImplementedError
+
+    def delete_behind(self, digest: str) -> None:
+        """Delete the object ``digest`` as another client would."""
+        raise NotImplementedError
+
+    def raw_keys(self) -> list[str]:
+        """Every key physically present in the storage (including any temporary ones)."""
+        raise NotImplementedError
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.store = open_object_store(str(root))
+
+    def path(self, digest: str) -> Path:
+        return self.root / digest[:2] / digest[2:]
+
+    def corrupt(self, digest: str, data: bytes) -> None:
+        path = self.path(digest)
+        path.chmod(0o644)
+        path.write_bytes(data)
+        path.chmod(0o444)
+
+    def delete_behind(self, digest: str) -> None:
+        self.path(digest).unlink()
+
+    def raw_keys(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+
+class S3Backend(Backend):
+    name = "s3"
+
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        import boto3
+
+        self.bucket = bucket
+        self.client: Any = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        self.store = open_object_store(f"s3://{bucket}/{PREFIX}", s3_endpoint_url=endpoint)
+
+    def key(self, digest: str) -> str:
+        return f"{PREFIX}/{digest[:2]}/{digest[2:]}"
+
+    def corrupt(self, digest: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(digest), Body=data)
+
+    def delete_behind(self, digest: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(digest))
+
+    def raw_keys(self) -> list[str]:
+        listing = self.client.list_objects_v2(Bucket=self.bucket)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+@pytest.fixture(
+    params=[pytest.param("local"), pytest.param("s3", marks=pytest.mark.s3)],
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "local":
+        return LocalBackend(tmp_path / "store")
+    endpoint: str = request.getfixturevalue("s3_endpoint")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    return S3Backend(endpoint, bucket)
+
+
+@pytest.fixture
+def store(backend: Backend) -> ObjectStore:
+    return backend.store
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """A folder for files read back out of the store."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+def test_put_bytes_returns_blake3_digest(store: ObjectStore) -> None:
+    data = b"the same bytes are stored once"
+    digest = store.put_bytes(data)
+    assert digest == b3(data)
+    assert store.exists(digest)
+    assert store.get_bytes(digest) == data
+
+
+def test_put_file_returns_blake3_digest(store: ObjectStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 100
+    source = tmp_path / "model.bin"
+    source.write_bytes(data)
+    digest = store.put_file(source)
+    assert digest == b3(data)
+    assert store.exists(digest)
+    assert store.get_bytes(digest) == data
+    assert source.read_bytes() == data  # the source is left alone
+
+
+def test_put_file_accepts_str_path_and_known_digest(store: ObjectStore, tmp_path: Path) -> None:
+    data = b"known digest"
+    source = tmp_path / "f.txt"
+    source.write_bytes(data)
+    assert store.put_file(str(source), digest=b3(data)) == b3(data)
+    assert store.get_bytes(b3(data)) == data
+
+
+def test_same_bytes_are_stored_once(backend: Backend, tmp_path: Path) -> None:
+    store = backend.store
+    data = b"dedup me"
+    source = tmp_path / "copy.bin"
+    source.write_bytes(data)
+    first = store.put_bytes(data)
+    second = store.put_bytes(data)
+    third = store.put_file(source)
+    assert first == second == third == b3(data)
+    assert list(store.digests()) == [first]
+    assert len(backend.raw_keys()) == 1
+
+
+def test_exists_is_false_for_an_absent_object(store: ObjectStore) -> None:
+    store.put_bytes(b"something else")
+    assert not store.exists(b3(b"never stored"))
+
+
+def test_get_file_writes_destination_and_creates_parents(store: ObjectStore, out: Path) -> None:
+    data = b"artifact bytes\n" * 1000
+    digest = store.put_bytes(data)
+    destination = out / "deep" / "er" / "model.pkl"
+    returned = store.get_file(digest, destination)
+    assert returned == destination
+    assert destination.read_bytes() == data
+    # written atomically: no temporary file left next to the destination
+    assert leftovers(destination.parent, {"model.pkl"}) == []
+
+
+def test_get_file_replaces_an_existing_destination(store: ObjectStore, out: Path) -> None:
+    destination = out / "f.bin"
+    destination.write_bytes(b"old content that is longer than the new one")
+    digest = store.put_bytes(b"new")
+    store.get_file(digest, str(destination))
+    assert destination.read_bytes() == b"new"
+    assert leftovers(out, {"f.bin"}) == []
+
+
+def test_remove(store: ObjectStore) -> None:
+    keep = store.put_bytes(b"keep")
+    gone = store.put_bytes(b"gone")
+    store.remove(gone)
+    assert not store.exists(gone)
+    assert store.exists(keep)
+    assert list(store.digests()) == [keep]
+    with pytest.raises(NotFoundError):
+        store.get_bytes(gone)
+    store.remove(gone)  # removing an absent object is not an error
+    assert store.exists(keep)
+
+
+def test_digests_lists_every_object_once(store: ObjectStore) -> None:
+    assert list(store.digests()) == []
+    payloads = [f"object {i}".encode() for i in range(7)]
+    expected = {store.put_bytes(p) for p in payloads}
+    store.put_bytes(payloads[0])
+    listed = list(store.digests())
+    assert len(listed) == len(payloads)
+    assert set(listed) == expected
+    assert all(is_digest(d) for d in listed)
+
+
+def test_missing_returns_only_absent_digests_in_order(store: ObjectStore) -> None:
+    present = [store.put_bytes(b"a"), store.put_bytes(b"b")]
+    absent = [b3(b"x"), b3(b"y")]
+    asked = [absent[0], present[0], absent[1], present[1]]
+    assert store.missing(asked) == absent
+    assert store.missing(present) == []
+    assert store.missing([]) == []
+    assert store.missing(iter(absent)) == absent
+
+
+def test_missing_object_raises_not_found(store: ObjectStore, out: Path) -> None:
+    digest = b3(b"not there")
+    with pytest.raises(NotFoundError, match=digest):
+        store.get_bytes(digest)
+    destination = out / "sub" / "x.bin"
+    with pytest.raises(NotFoundError, match=digest):
+        store.get_file(digest, destination)
+    assert not destination.exists()
+    assert leftovers(destination.parent, set()) == []
+    assert store.check(digest) is False
+
+
+BAD_DIGESTS = [
+    "",
+    "abc",
+    "A" * DIGEST_LENGTH,  # upper case is not a molen digest
+    "g" * DIGEST_LENGTH,
+    "0" * (DIGEST_LENGTH - 1),
+    "0" * (DIGEST_LENGTH + 1),
+    "0" * DIGEST_LENGTH + "\n",
+    "../" + "0" * (DIGEST_LENGTH - 3),
+]
+
+OPERATIONS: dict[str, Callable[[ObjectStore, str, Path], object]] = {
+    "exists": lambda s, d, p: s.exists(d),
+    "get_bytes": lambda s, d, p: s.get_bytes(d),
+    "get_file": lambda s, d, p: s.get_file(d, p / "dest"),
+    "remove": lambda s, d, p: s.remove(d),
+    "missing": lambda s, d, p: s.missing([d]),
+    "check": lambda s, d, p: s.check(d),
+    "put_file": lambda s, d, p: s.put_file(p / "src", digest=d),
+}
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+@pytest.mark.parametrize("bad", BAD_DIGESTS, ids=[repr(b)[:12] for b in BAD_DIGESTS])
+def test_invalid_digest_raises_invalid_value(
+    store: ObjectStore, tmp_path: Path, operation: str, bad: str
+) -> None:
+    (tmp_path / "src").write_bytes(b"x")
+    with pytest.raises(InvalidValueError, match="content hash"):
+        OPERATIONS[operation](store, bad, tmp_path)
+    assert not (tmp_path / "dest").exists()
+    assert list(store.digests()) == []
+
+
+def test_corrupt_object_is_detected(backend: Backend, out: Path) -> None:
+    store = backend.store
+    good = store.put_bytes(b"good object")
+    digest = store.put_bytes(b"original bytes")
+    backend.corrupt(digest, b"tampered bytes")
+
+    with pytest.raises(CorruptObjectError, match=digest):
+        store.get_bytes(digest)
+    with pytest.raises(CorruptObjectError):
+        store.get_bytes(digest, verify=True)
+    assert store.check(digest) is False
+    assert store.check(good) is True
+
+    # get_file must not leave a partial (or corrupt) destination behind
+    fresh = out / "new" / "file.bin"
+    with pytest.raises(CorruptObjectError):
+        store.get_file(digest, fresh)
+    assert not fresh.exists()
+    assert leftovers(fresh.parent, set()) == []
+
+    # ... nor clobber a destination that was already there
+    existing = out / "existing.bin"
+    existing.write_bytes(b"precious")
+    with pytest.raises(CorruptObjectError):
+        store.get_file(digest, existing)
+    assert existing.read_bytes() == b"precious"
+    assert leftovers(out, {"existing.bin", "new"}) == []
+
+
+def test_verify_false_returns_stored_bytes_unchecked(backend: Backend, out: Path) -> None:
+    store = backend.store
+    digest = store.put_bytes(b"original")
+    backend.corrupt(digest, b"changed!")
+    assert store.get_bytes(digest, verify=False) == b"changed!"
+    assert store.get_file(digest, out / "f", verify=False).read_bytes() == b"changed!"
+    # the store-wide default can be switched off as well, and a call can switch it back on
+    store.verify = False
+    assert store.get_bytes(digest) == b"changed!"
+    with pytest.raises(CorruptObjectError):
+        store.get_bytes(digest, verify=True)
+    assert store.check(digest) is False  # check always verifies
+
+
+def test_empty_bytes(store: ObjectStore, tmp_path: Path, out: Path) -> None:
+    digest = store.put_bytes(b"")
+    assert digest == b3(b"")
+    assert store.exists(digest)
+    assert store.get_bytes(digest) == b""
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert store.put_file(empty) == digest
+    assert store.get_file(digest, out / "e").read_bytes() == b""
+    assert store.check(digest) is True
+    assert list(store.digests()) == [digest]
+
+
+@pytest.mark.slow
+def test_large_file_round_trip(store: ObjectStore, tmp_path: Path, out: Path) -> None:
+    data = random.Random(7).randbytes(20 << 20)  # above the parallel-hash threshold
+    assert len(data) > PARALLEL_THRESHOLD
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    digest = store.put_file(source)
+    assert digest == b3(data)
+    back = store.get_file(digest, out / "big.bin")
+    assert back.stat().st_size == len(data)
+    assert hash_file(back) == digest
+    assert back.read_bytes() == data
+    assert store.get_bytes(digest) == data
+
+
+def test_put_file_that_changed_while_stored_raises_conflict(backend: Backend, tmp_path: Path) -> None:
+    """Simulated: the digest the caller passes is of other bytes than the file now holds."""
+    store = backend.store
+    source = tmp_path / "moving.bin"
+    source.write_bytes(b"bytes on disk now")
+    stale = b3(b"bytes when hashed")
+    with pytest.raises(ConflictError, match="changed while it was being stored"):
+        store.put_file(source, digest=stale)
+    assert not store.exists(stale)
+    assert not store.exists(b3(b"bytes on disk now"))
+    assert list(store.digests()) == []
+    assert backend.raw_keys() == []
+
+
+def test_exists_sees_an_object_removed_by_another_client(backend: Backend) -> None:
+    """A shared store is changed by others: after a listing, a removal must still be seen,
+    otherwise put_bytes skips the upload and the bytes are silently not stored."""
+    store = backend.store
+    digest = store.put_bytes(b"shared object")
+    assert list(store.digests()) == [digest]
+    backend.delete_behind(digest)
+    assert not store.exists(digest)
+    store.put_bytes(b"shared object")
+    assert store.get_bytes(digest) == b"shared object"
+
+
+def test_open_object_store_picks_the_backend(backend: Backend) -> None:
+    store = backend.store
+    if isinstance(backend, LocalBackend):
+        assert isinstance(store, LocalObjectStore)
+        assert store.url == str(backend.root.resolve())
+    else:
+        assert isinstance(backend, S3Backend)
+        assert not isinstance(store, LocalObjectStore)
+        assert store.url == f"s3://{backend.bucket}/{PREFIX}"
+    assert store.url in repr(store)
+
+
+# --------------------------------------------------------------------------- local only
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> LocalBackend:
+    return LocalBackend(tmp_path / "store")
+
+
+def test_local_objects_are_read_only(local: LocalBackend, tmp_path: Path) -> None:
+    from_bytes = local.store.put_bytes(b"from bytes")
+    source = tmp_path / "src"
+    source.write_bytes(b"from a file")
+    from_file = local.store.put_file(source)
+    for digest in (from_bytes, from_file):
+        assert stat.S_IMODE(local.path(digest).stat().st_mode) == 0o444
+
+
+def test_local_put_leaves_no_temporary_files(local: LocalBackend, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.write_bytes(b"file")
+    digests = {local.store.put_bytes(b"bytes"), local.store.put_file(source)}
+    raw = local.raw_keys()
+    assert not [key for key in raw if ".tmp-" in key]
+    assert raw == sorted(f"{d[:2]}/{d[2:]}" for d in digests)
+
+
+def test_local_conflict_stores_nothing_and_leaves_no_temporary_file(
+    local: LocalBackend, tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    source.write_bytes(b"now")
+    with pytest.raises(ConflictError, match=re.escape(str(source))):
+        local.store.put_file(source, digest=b3(b"then"))
+    assert local.raw_keys() == []
+
+
+def test_local_store_url_forms(tmp_path: Path) -> None:
+    by_path = open_object_store(str(tmp_path / "a"))
+    by_url = open_object_store(f"file://{tmp_path / 'b'}")
+    assert isinstance(by_path, LocalObjectStore)
+    assert isinstance(by_url, LocalObjectStore)
+    assert by_url.root == (tmp_path / "b").resolve()
+    assert (tmp_path / "b").is_dir()  # created on open
+    digest = by_url.put_bytes(b"x")
+    assert (tmp_path / "b" / digest[:2] / digest[2:]).read_bytes() == b"x"
+
+
+def test_local_store_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"not a folder")
+    with pytest.raises(StoreUnavailableError, match=r"objects\.url"):
+        open_object_store(str(blocker / "store"))
+
+
+def test_local_digests_ignores_foreign_files(local: LocalBackend) -> None:
+    digest = local.store.put_bytes(b"real")
+    (local.root / "README").write_text("not an object")
+    (local.root / "zz").mkdir()
+    (local.root / "zz" / "junk").write_text("not a digest")
+    (local.root / digest[:2] / ".tmp-abandoned").write_text("half written")
+    (local.root / "longname").mkdir()
+    assert list(local.store.digests()) == [digest]
+
+
+def test_local_put_file_of_a_missing_file(local: LocalBackend, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-file"
+    with pytest.raises((FileNotFoundError, NotFoundError)):
+        local.store.put_file(missing)
+    assert local.raw_keys() == []
+
+
+def test_local_put_file_of_a_missing_file_leaks_no_descriptor(local: LocalBackend, tmp_path: Path) -> None:
+    """With a known digest the source is opened only after the temporary file is created."""
+    missing = tmp_path / "no-such-file"
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    for i in range(20):
+        with pytest.raises((FileNotFoundError, NotFoundError)):
+            local.store.put_file(missing, digest=b3(str(i).encode()))
+    assert open_fds() - before < 5
+    assert local.raw_keys() == []
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(data=st.binary(max_size=64 << 10))
+def test_property_put_get_round_trip(local: LocalBackend, data: bytes) -> None:
+    digest = local.store.put_bytes(data)
+    assert digest == hash_bytes(data) == b3(data)
+    assert local.store.get_bytes(digest) == data
+    assert local.store.exists(digest)
+    assert local.store.put_bytes(data) == digest  # idempotent
+
+
+# --------------------------------------------------------------------------- S3 only
+
+
+def test_s3_unreachable_endpoint(s3_endpoint: str, s3_bucket: str) -> None:
+    url = f"s3://{s3_bucket}/{PREFIX}"
+    store = open_object_store(url, s3_endpoint_url="http://127.0.0.1:9")
+    digest = b3(b"x")
+    for operation in (lambda: store.exists(digest), lambda: store.get_bytes(digest)):
+        with pytest.raises(StoreUnavailableError) as info:
+            operation()
+        message = str(info.value)
+        assert url in message
+        assert "\n" not in message
+        assert "testing" not in message  # neither the access key nor the secret
+        assert "objects.s3_endpoint_url" in message
+
+
+@pytest.fixture
+def no_bucket_store(s3_endpoint: str) -> Iterator[tuple[ObjectStore, str]]:
+    import uuid
+
+    url = f"s3://molen-missing-{uuid.uuid4().hex[:8]}/{PREFIX}"
+    yield open_object_store(url, s3_endpoint_url=s3_endpoint), url
+
+
+def test_s3_missing_bucket_read_is_not_found(no_bucket_store: tuple[ObjectStore, str]) -> None:
+    store, url = no_bucket_store
+    with pytest.raises(NotFoundError, match=re.escape(url)):
+        store.get_bytes(b3(b"x"))
+
+
+@pytest.mark.parametrize("operation", ["put_bytes", "put_file"])
+def test_s3_missing_bucket_write_is_a_clear_molen_error(
+    no_bucket_store: tuple[ObjectStore, str], tmp_path: Path, operation: str
+) -> None:
+    store, url = no_bucket_store
+    source = tmp_path / "f"
+    source.write_bytes(b"payload")
+    with pytest.raises(MolenError) as info:
+        if operation == "put_bytes":
+            store.put_bytes(b"payload")
+        else:
+            store.put_file(source)
+    assert isinstance(info.value, (StoreUnavailableError, NotFoundError))
+    assert url in str(info.value)
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, 4096, PARALLEL_THRESHOLD - 1, PARALLEL_THRESHOLD, PARALLEL_THRESHOLD + 1, 9 << 20],
+)
+def test_hash_file_equals_hash_bytes(tmp_path: Path, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert hash_file(path) == hash_bytes(data) == b3(data)
+    assert hash_file(str(path)) == b3(data)
+    assert hash_bytes(bytearray(data)) == hash_bytes(memoryview(data)) == b3(data)
+
+
+def test_hash_file_of_a_missing_file_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        hash_file(tmp_path / "missing")
+
+
+def test_hash_is_sensitive_to_every_byte() -> None:
+    assert hash_bytes(b"a") != hash_bytes(b"b")
+    assert hash_bytes(b"") != hash_bytes(b"\0")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b3(b"x"), True),
+        ("0" * 64, True),
+        ("0123456789abcdef" * 4, True),
+        ("0123456789ABCDEF" * 4, False),
+        ("", False),
+        ("0" * 63, False),
+        ("0" * 65, False),
+        ("0" * 63 + "g", False),
+        ("0" * 64 + "\n", False),
+        (" " + "0" * 63, False),
+        ("٠" * 64, False),  # Arabic-Indic digits are \d in Unicode regexes but not hex
+    ],
+)
+def test_is_digest(text: str, expected: bool) -> None:
+    assert is_digest(text) is expected
