@@ -110,10 +110,25 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; NaN and infinite metric values become the strings JSON lacks."""
-        data = asdict(self)
-        data["metrics"] = {key: json_number(value) for key, value in self.metrics.items()}
-        data["duration_ms"] = self.duration_ms
-        return data
+        return {
+            "id": self.id,
+            "experiment_id": self.experiment_id,
+            "experiment": self.experiment,
+            "name": self.name,
+            "status": self.status,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "duration_ms": self.duration_ms,
+            "parent_id": self.parent_id,
+            "lifecycle": self.lifecycle,
+            "user": self.user,
+            "host": self.host,
+            "params": dict(self.params),
+            "metrics": {key: json_number(value) for key, value in self.metrics.items()},
+            "tags": dict(self.tags),
+            "inputs": [asdict(item) for item in self.inputs],
+            "artifacts": [asdict(item) for item in self.artifacts],
+        }
 
 
 def json_number(value: float) -> float | str:

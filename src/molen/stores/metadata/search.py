@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
 from sqlalchemy.sql.elements import UnaryExpression
 
 from molen.query import And, Comparison, Field, Filter, Not, Or, SortKey
@@ -66,17 +66,16 @@ def _comparison(comparison: Comparison) -> ColumnElement[bool]:
             # a run id compares like the CLI resolves it: any unique prefix matches
             return column.like(comparison.value.replace("%", "").replace("_", "") + "%")  # type: ignore[no-any-return]
         return _compare(column, comparison)
+    # uncorrelated "run id IN (runs having the key [and a matching value])": the database
+    # answers it once from the (key, value) index instead of probing run by run
     table = _KEYED[field.kind]
+    having_key = select(table.c.run_id).where(table.c.key == field.name)
     if comparison.op == "is_null":
-        return ~exists().where(table.c.run_id == runs.c.id, table.c.key == field.name)
+        return runs.c.id.not_in(having_key)
     if comparison.op == "not_null":
-        return exists().where(table.c.run_id == runs.c.id, table.c.key == field.name)
+        return runs.c.id.in_(having_key)
     # a run without the key never matches a comparison, as in MLflow
-    return exists().where(
-        table.c.run_id == runs.c.id,
-        table.c.key == field.name,
-        _compare(table.c.value, comparison),
-    )
+    return runs.c.id.in_(having_key.where(_compare(table.c.value, comparison)))
 
 
 def compile_filter(tree: Filter | None) -> ColumnElement[bool]:
