@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,33 @@ class Workspace:
             return store
 
 
+_workspaces: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[tuple[int, int] | None, Workspace]] = {}
+
+
+def _config_signature(settings: Settings) -> tuple[int, int] | None:
+    if settings.project is None:
+        return None
+    try:
+        stat = settings.project.config_path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
 def open_workspace(start: Path | str | None = None, *, flags: Mapping[str, Any] | None = None) -> Workspace:
-    """The workspace of the project at or above ``start`` (default: the current folder)."""
-    return Workspace(load_settings(start, flags=flags))
+    """The workspace of the project at or above ``start`` (default: the current folder).
+
+    Without flags, the result is reused while the folder, the ``MOLEN_…`` environment and
+    ``molen.yaml`` stay the same, so a script starting a thousand runs resolves settings once.
+    """
+    if flags and any(value is not None for value in flags.values()):
+        return Workspace(load_settings(start, flags=flags))
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("MOLEN_")))
+    key = (os.path.abspath(start if start is not None else os.getcwd()), environment)
+    cached = _workspaces.get(key)
+    if cached is not None and cached[0] == _config_signature(cached[1].settings):
+        return cached[1]
+    workspace = Workspace(load_settings(start, flags=flags))
+    with _lock:
+        _workspaces[key] = (_config_signature(workspace.settings), workspace)
+    return workspace
