@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -118,17 +119,29 @@ def environment() -> Environment:
 
 
 def package_snapshot() -> bytes:
-    """``name==version`` of every installed distribution, one a line, sorted."""
+    """``name==version`` of every installed distribution, one a line, sorted by name.
+
+    Read from the ``NAME-VERSION.dist-info`` (and ``.egg-info``) folder names on ``sys.path``,
+    which installers write in a standard form: a directory listing, not the ~0.2 s that parsing
+    every distribution's metadata takes.
+    """
     global _packages
     if _packages is None:
-        from importlib import metadata
-
-        lines = set()
-        for dist in metadata.distributions():
-            name = dist.metadata["Name"] if dist.metadata else None
-            if name:
-                lines.add(f"{name}=={dist.version}")
-        _packages = ("\n".join(sorted(lines, key=str.lower)) + "\n").encode()
+        found: dict[str, str] = {}
+        for entry in sys.path:
+            try:
+                names = os.listdir(entry or ".")
+            except OSError:
+                continue
+            for folder in names:
+                stem, dot, kind = folder.rpartition(".")
+                if not dot or kind not in {"dist-info", "egg-info"} or "-" not in stem:
+                    continue
+                name, _, version = stem.partition("-")
+                version = version.split("-py", 1)[0]  # egg-info: NAME-VERSION-pyX.Y
+                found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), version)
+        lines = sorted(f"{name}=={version}" for name, version in found.items())
+        _packages = ("\n".join(lines) + "\n").encode()
     return _packages
 
 
