@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from molen.config import Settings, load_settings
+from molen.config import SETTINGS, Settings, load_settings
 from molen.errors import UsageError
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Workspace:
             return store
 
 
+_SETTING_ENVS = tuple(setting.env for setting in SETTINGS)
 _workspaces: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[tuple[int, int] | None, Workspace]] = {}
 
 
@@ -80,7 +81,7 @@ def open_workspace(start: Path | str | None = None, *, flags: Mapping[str, Any] 
     """
     if flags and any(value is not None for value in flags.values()):
         return Workspace(load_settings(start, flags=flags))
-    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("MOLEN_")))
+    environment = tuple((name, os.environ.get(name, "")) for name in _SETTING_ENVS)
     key = (os.path.abspath(start if start is not None else os.getcwd()), environment)
     cached = _workspaces.get(key)
     if cached is not None and cached[0] == _config_signature(cached[1].settings):

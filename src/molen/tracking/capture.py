@@ -78,13 +78,14 @@ def _capture_code(root: Path) -> CodeState | None:
 
 def code_state(start: Path | None = None) -> CodeState | None:
     """The git state of the repository holding ``start`` (default: cwd), or ``None``."""
-    folder = (start or Path.cwd()).resolve()
+    given = start or Path.cwd()
     with _lock:
-        if folder in _code_states:
-            return _code_states[folder]
+        if given in _code_states:
+            return _code_states[given]
+    folder = given.resolve()
     state = _capture_code(folder)
     with _lock:
-        _code_states[folder] = state
+        _code_states[folder] = _code_states[given] = state
     return state
 
 
