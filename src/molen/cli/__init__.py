@@ -16,11 +16,11 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"molen {__version__}")
         return
-    from molen.cli.app import app
+    from molen.cli.app import build
     from molen.errors import MolenError
 
     try:
-        app(args=args, prog_name="molen")
+        build(args)(args=args, prog_name="molen")
     except MolenError as exc:
         from molen.cli.render import error
 

@@ -27,12 +27,15 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-runs_app = typer.Typer(help="List, show, compare, delete and restore runs.", no_args_is_help=True)
-experiments_app = typer.Typer(help="List experiments.", no_args_is_help=True)
-config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
-app.add_typer(runs_app, name="runs")
-app.add_typer(experiments_app, name="experiments")
-app.add_typer(config_app, name="config")
+#: Command groups, each in its own module, imported only when invoked (or for --help):
+#: a command pays for its own group, not for every command molen has.
+GROUPS = {
+    "runs": "molen.cli.runs",
+    "experiments": "molen.cli.experiments",
+    "config": "molen.cli.settings",
+}
+_added: set[str] = set()
+_ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}
 
 
 class Format(str, Enum):
@@ -82,7 +85,7 @@ def root(
     ctx.obj = {"tracking.uri": tracking_uri, "objects.url": objects_url}
 
 
-def _workspace(ctx: typer.Context) -> Workspace:
+def open_workspace_of(ctx: typer.Context) -> Workspace:
     from molen.workspace import open_workspace
 
     return open_workspace(flags=ctx.obj or {})
@@ -106,167 +109,6 @@ def init(
     console().print(f"Initialised molen project in [bold]{project.root}[/]")
 
 
-@config_app.command("show")
-def config_show(
-    ctx: typer.Context,
-    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
-) -> None:
-    """Print every setting's effective value and where it came from."""
-    from molen.cli.render import console, print_json
-    from molen.config import SETTINGS, load_settings
-
-    settings = load_settings(flags=ctx.obj or {}, require_project=False)
-    if format is ShowFormat.json:
-        print_json({key: {"value": value, "source": source} for key, value, source in settings.rows()})
-        return
-    from rich.table import Table
-
-    helps = {s.key: s.help for s in SETTINGS}
-    table = Table(title=f"settings ({settings.project.root if settings.project else 'no project'})")
-    for column in ("key", "value", "source", "meaning"):
-        table.add_column(column, overflow="fold")
-    for key, value, source in settings.rows():
-        style = "" if source == "default" else "bold"
-        table.add_row(
-            key,
-            "" if value is None else str(value),
-            f"[{style}]{source}[/]" if style else source,
-            helps[key],
-        )
-    console().print(table)
-
-
-# -- experiments ------------------------------------------------------------------------------
-
-
-@experiments_app.command("list")
-def experiments_list(
-    ctx: typer.Context,
-    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-) -> None:
-    """List experiments with their number of runs."""
-    from molen.cli.render import console, format_time, print_csv, print_json
-
-    found = _workspace(ctx).metadata.list_experiments()
-    rows = [(e.id, e.name, e.run_count or 0, format_time(e.created_at)) for e in found]
-    header = ("id", "name", "runs", "created")
-    if format is Format.json:
-        print_json([dict(zip(header, row, strict=True)) for row in rows])
-    elif format is Format.csv:
-        print_csv(header, rows)
-    else:
-        from rich.table import Table
-
-        table = Table(*header)
-        for row in rows:
-            table.add_row(*map(str, row))
-        console().print(table)
-
-
-# -- runs -------------------------------------------------------------------------------------
-
-
-@runs_app.command("list")
-def runs_list(
-    ctx: typer.Context,
-    experiment: Annotated[
-        list[str] | None,
-        typer.Option("--experiment", "-e", help="Only runs of this experiment (repeatable)."),
-    ] = None,
-    filter: Annotated[
-        str | None,
-        typer.Option(
-            "--filter",
-            help="e.g. \"metrics.auc > 0.9 and params.max_depth = '8'\" (see the README's filter language).",
-        ),
-    ] = None,
-    sort: Annotated[
-        str | None, typer.Option("--sort", help="e.g. -metrics.auc (- for descending), start_time.")
-    ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many runs.")] = 50,
-    deleted: Annotated[bool, typer.Option("--deleted", help="List deleted runs instead.")] = False,
-    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-) -> None:
-    """List runs, newest first: filter with the run filter language, sort by any field."""
-    from molen.cli import views
-    from molen.tracking.reading import search_runs
-
-    workspace = _workspace(ctx)
-    records = search_runs(
-        filter, experiment or None, sort, limit=limit + 1, deleted=deleted, workspace=workspace
-    )
-    views.runs_table(records[:limit], format.value, truncated=len(records) > limit, limit=limit)
-
-
-@runs_app.command("show")
-def runs_show(
-    ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="Run id or any unique prefix.")],
-    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
-) -> None:
-    """Everything recorded about one run."""
-    from molen.cli import views
-    from molen.tracking.reading import get_run
-
-    views.run_detail(get_run(run, workspace=_workspace(ctx)), format.value)
-
-
-@runs_app.command("compare")
-def runs_compare(
-    ctx: typer.Context,
-    runs: Annotated[list[str], typer.Argument(help="Two or more run ids (or unique prefixes).")],
-    lower: Annotated[
-        list[str] | None,
-        typer.Option("--lower-is-better", help="Metric where smaller wins (default: guessed: loss, rmse…)."),
-    ] = None,
-    only_changed: Annotated[
-        bool, typer.Option("--only-changed", help="Hide rows where all runs agree.")
-    ] = False,
-    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
-) -> None:
-    """Params and metrics side by side: differences marked, the best value of each metric in green."""
-    from molen.cli import views
-    from molen.errors import UsageError
-    from molen.tracking.compare import compare_runs
-    from molen.tracking.reading import get_run
-
-    if len(runs) < 2:
-        raise UsageError("give at least two runs to compare")
-    workspace = _workspace(ctx)
-    records = [get_run(run, workspace=workspace) for run in runs]
-    comparison = compare_runs(records, lower=set(lower) if lower else None)
-    views.comparison(comparison, format.value, only_changed=only_changed)
-
-
-def _set_lifecycle(ctx: typer.Context, runs: list[str], lifecycle: str) -> None:
-    from molen.cli.render import console
-
-    workspace = _workspace(ctx)
-    store = workspace.metadata
-    ids = [store.resolve_run_id(run) for run in runs]
-    store.set_lifecycle(ids, lifecycle)
-    verb = "Deleted" if lifecycle == "deleted" else "Restored"
-    console().print(f"{verb} {len(ids)} run{'s' if len(ids) != 1 else ''}: {', '.join(i[:8] for i in ids)}")
-
-
-@runs_app.command("delete")
-def runs_delete(
-    ctx: typer.Context,
-    runs: Annotated[list[str], typer.Argument(help="Run ids or unique prefixes.")],
-) -> None:
-    """Hide runs from lists and searches (restorable with `molen runs restore`)."""
-    _set_lifecycle(ctx, runs, "deleted")
-
-
-@runs_app.command("restore")
-def runs_restore(
-    ctx: typer.Context,
-    runs: Annotated[list[str], typer.Argument(help="Run ids or unique prefixes.")],
-) -> None:
-    """Bring deleted runs back."""
-    _set_lifecycle(ctx, runs, "active")
-
-
 @app.command()
 def demo(
     keep: Annotated[
@@ -277,3 +119,27 @@ def demo(
     from molen.demo import run_demo
 
     run_demo(keep)
+
+
+def build(args: list[str]) -> typer.Typer:
+    """The root app with the command group ``args`` invoke (all of them for help or no group)."""
+    import importlib
+
+    wanted = _group_of(args)
+    for name, module in GROUPS.items():
+        if (wanted is None or name == wanted) and name not in _added:
+            app.add_typer(importlib.import_module(module).app, name=name)
+            _added.add(name)
+    return app
+
+
+def _group_of(args: list[str]) -> str | None:
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _ROOT_OPTIONS_WITH_VALUES:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in GROUPS else None
+    return None

@@ -80,8 +80,12 @@ def format_value(value: Any) -> str:
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON on stdout (NaN and infinities as strings)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str, allow_nan=False) + "\n")
+    """Print ``data`` as JSON on stdout: indented for a terminal, compact for a pipe or file."""
+    if sys.stdout.isatty():
+        text = json.dumps(data, indent=2, default=str, allow_nan=False)
+    else:  # the C encoder: several times faster on thousands of runs
+        text = json.dumps(data, separators=(",", ":"), default=str, allow_nan=False)
+    sys.stdout.write(text + "\n")
 
 
 def print_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
