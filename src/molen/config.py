@@ -106,6 +106,24 @@ SETTINGS: tuple[Setting, ...] = (
         lambda _: None,
     ),
     Setting(
+        "data.link",
+        "how checkout puts data in the workspace: reflink, hardlink, symlink, copy (first that works)",
+        lambda _: "reflink,copy",
+    ),
+    Setting("data.remote", "the remote push/pull/fetch use when none is named", lambda _: None),
+    Setting(
+        "data.jobs",
+        "parallel transfers and hashing workers",
+        lambda _: 16,
+        lambda text: int(_parse_positive_float(text)),
+    ),
+    Setting(
+        "data.lock_timeout",
+        "seconds to wait for another molen process working on the same project's data",
+        lambda _: 30.0,
+        _parse_positive_float,
+    ),
+    Setting(
         "objects.verify",
         "check each object's hash when it is read",
         lambda _: True,

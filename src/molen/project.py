@@ -20,16 +20,13 @@ STATE_DIR = ".molen"
 _CONFIG_TEMPLATE = """\
 # molen project settings. Every key can be overridden by an environment variable
 # (tracking.uri -> MOLEN_TRACKING_URI) or a command-line flag; `molen config show`
-# prints the effective values and where each came from.
+# prints the effective values and where each came from. For example:
+#   tracking.uri  metadata store: sqlite:///.molen/molen.db (default, relative to this file)
+#                 or, for a team, postgresql+psycopg://user@host/db
+#   objects.url   object store for data, models and artifacts: .molen/cache (default)
+#                 or, for a team, s3://bucket/prefix
 tracking:
-  # Metadata store. Default: sqlite:///.molen/molen.db (relative to this file).
-  # Team setup: postgresql+psycopg://user@host/db
-  # uri: sqlite:///.molen/molen.db
   experiment: {experiment}
-objects:
-  # Content-addressed object store for data, models and artifacts.
-  # Default: .molen/cache. Team setup: s3://bucket/prefix
-  # url: .molen/cache
 """
 
 

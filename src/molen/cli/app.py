@@ -33,6 +33,8 @@ GROUPS = {
     "runs": "molen.cli.runs",
     "experiments": "molen.cli.experiments",
     "config": "molen.cli.settings",
+    "data": "molen.cli.data",
+    "remote": "molen.cli.remote",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

@@ -97,6 +97,40 @@ def print_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     sys.stdout.write(buffer.getvalue())
 
 
+class RichProgress:
+    """A Rich progress bar for :class:`molen.progress.Progress`; silent unless stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    def start(self, description: str, total: int | None) -> None:
+        if not sys.stderr.isatty() or (total is not None and total < 50):
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, amount)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
 def ago(ms: int) -> str:
     """How long ago a millisecond timestamp was: ``5s ago``, ``3h ago``."""
     return format_duration(int(time.time() * 1000) - ms) + " ago"

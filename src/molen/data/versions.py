@@ -9,24 +9,17 @@ as those bytes.
 from __future__ import annotations
 
 import io
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from molen.data.manifest import Manifest, ManifestEntry
 from molen.errors import InvalidValueError, MissingDependencyError, NotFoundError
 from molen.stores.objects.base import ObjectStore
 
-__all__ = ["DataVersion", "ManifestEntry", "version_of_frame", "version_of_path"]
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    path: str
-    digest: str
-    size: int
+__all__ = ["DataVersion", "version_of_frame", "version_of_path"]
 
 
 @dataclass(frozen=True)
@@ -47,14 +40,6 @@ def _files(root: Path) -> list[Path]:
     return found
 
 
-def manifest_bytes(entries: list[ManifestEntry]) -> bytes:
-    """The canonical bytes of a directory manifest (sorted, compact JSON)."""
-    rows = [
-        {"path": e.path, "digest": e.digest, "size": e.size} for e in sorted(entries, key=lambda e: e.path)
-    ]
-    return json.dumps({"manifest": 1, "files": rows}, separators=(",", ":")).encode()
-
-
 def version_of_path(path: str | os.PathLike[str], store: ObjectStore) -> DataVersion:
     """Store the file or directory at ``path`` and return its data version."""
     source = Path(path)
@@ -71,8 +56,9 @@ def version_of_path(path: str | os.PathLike[str], store: ObjectStore) -> DataVer
 
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
             entries = list(pool.map(store_one, files))
-        digest = store.put_bytes(manifest_bytes(entries))
-        return DataVersion(digest, "directory", sum(e.size for e in entries), len(entries))
+        manifest = Manifest.of(entries)
+        digest = store.put_bytes(manifest.to_bytes())
+        return DataVersion(digest, "directory", manifest.size, len(entries))
     if source.exists():
         raise InvalidValueError(f"{source} is neither a file nor a directory")
     raise NotFoundError(f"{source} does not exist")

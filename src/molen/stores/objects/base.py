@@ -155,6 +155,23 @@ class ObjectStore(ABC):
             if is_digest(digest):
                 yield digest
 
+    def copy_from(self, source: ObjectStore, digest: str) -> None:
+        """Copy object ``digest`` from ``source`` into this store, verifying it on arrival.
+
+        A corrupt object at ``source`` raises :class:`CorruptObjectError` and stores nothing.
+        """
+        with tempfile.TemporaryDirectory(prefix="molen-transfer-") as folder:
+            local = source.get_file(digest, Path(folder) / "object", verify=True)
+            self.put_file(local, digest=digest)
+
+    def present(self, digests: Iterable[str]) -> set[str]:
+        """The digests among ``digests`` that are stored: by listing the store when asking
+        for many (one request per thousand objects on S3), else one by one."""
+        wanted = set(digests)
+        if len(wanted) > 64:
+            return wanted & set(self.digests())
+        return {digest for digest in wanted if self.exists(digest)}
+
     def missing(self, digests: Iterable[str]) -> list[str]:
         """The digests among ``digests`` that are not stored."""
         return [digest for digest in digests if not self.exists(digest)]

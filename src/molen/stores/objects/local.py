@@ -17,6 +17,7 @@ from typing import BinaryIO
 import blake3
 
 from molen.errors import StoreUnavailableError
+from molen.hashing import hash_file
 from molen.stores.objects.base import CHUNK_SIZE, ObjectStore, changed_while_storing
 
 __all__ = ["LocalObjectStore"]
@@ -69,6 +70,22 @@ class LocalObjectStore(ObjectStore):
                     dst.write(chunk)
             if hasher.hexdigest() != digest:
                 raise changed_while_storing(source)
+            self._commit(tmp, key)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def copy_from(self, source: ObjectStore, digest: str) -> None:
+        """Fetch straight into this folder (temporary name, verify, rename): one write."""
+        key = self.key_of(digest)
+        fd, tmp = self._temporary(key)
+        os.close(fd)
+        try:
+            try:
+                source._fetch_file(key, tmp)
+            except FileNotFoundError:
+                raise source._missing(digest) from None
+            if hash_file(tmp) != digest:
+                raise source._corrupt(digest)
             self._commit(tmp, key)
         finally:
             tmp.unlink(missing_ok=True)

@@ -1,0 +1,173 @@
+"""``molen data``: version data files and folders, and move them between cache and remotes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from molen.cli.app import ShowFormat, open_workspace_of
+
+if TYPE_CHECKING:
+    from molen.data.tracked import DataSession
+
+app = typer.Typer(
+    help="Version data: add files and folders, see what changed, check out, push and pull.",
+    no_args_is_help=True,
+)
+
+Paths = Annotated[list[str] | None, typer.Argument(help="Tracked paths (default: all).", show_default=False)]
+Remote = Annotated[str | None, typer.Option("--remote", "-r", help="Remote name (default: data.remote).")]
+Jobs = Annotated[
+    int | None, typer.Option("--jobs", "-j", min=1, help="Parallel transfers (default: data.jobs).")
+]
+
+
+def _session(ctx: typer.Context) -> DataSession:
+    from molen.data.tracked import DataSession
+
+    return DataSession(open_workspace_of(ctx))
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to track.")],
+) -> None:
+    """Track files or folders: store their content in the cache and write PATH.molen pointers.
+
+    Commit the pointer files (and the .gitignore beside them) to git; the data stays out of it.
+    """
+    from molen.cli.render import RichProgress, console
+
+    session = _session(ctx)
+    added = session.add([str(p) for p in paths], progress=RichProgress())
+    for item in added:
+        p = item.pointer
+        what = f"{p.files:,} files, " if p.kind == "directory" else ""
+        console().print(f"[green]added[/] {item.path}  ({what}{p.size:,} bytes, {p.hash[:12]})")
+    console().print(
+        f"[dim]commit the pointers: git add {' '.join(i.path + '.molen' for i in added)} .gitignore[/]"
+    )
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    paths: Paths = None,
+    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+) -> None:
+    """Which tracked paths changed, were added or deleted relative to their pointers."""
+    from molen.cli.render import RichProgress, console, print_json
+
+    found = _session(ctx).status(paths or None, progress=RichProgress())
+    if format is ShowFormat.json:
+        print_json([vars(item) for item in found])
+        return
+    out = console()
+    styles = {"unchanged": "green", "modified": "yellow", "deleted": "red", "not-in-cache": "magenta"}
+    for item in found:
+        out.print(f"[{styles[item.state]}]{item.state:>12}[/]  {item.path}")
+        for label, names in (("added", item.added), ("removed", item.removed), ("modified", item.modified)):
+            for name in names[:20]:
+                out.print(f"{'':>14}{label}: {item.path}/{name}")
+            if len(names) > 20:
+                out.print(f"{'':>14}… and {len(names) - 20} more {label}")
+    if not found:
+        out.print("nothing is tracked yet: `molen data add PATH`")
+
+
+@app.command("checkout")
+def checkout(
+    ctx: typer.Context,
+    paths: Paths = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Discard workspace changes not in a pointer.")
+    ] = False,
+) -> None:
+    """Make the workspace match the pointers (after `git checkout` of another commit)."""
+    from molen.cli.render import RichProgress, console
+
+    changed = _session(ctx).checkout(paths or None, force=force, progress=RichProgress())
+    console().print(
+        f"checked out {', '.join(changed)}" if changed else "the workspace already matches the pointers"
+    )
+
+
+@app.command("push")
+def push(ctx: typer.Context, paths: Paths = None, remote: Remote = None, jobs: Jobs = None) -> None:
+    """Send the tracked data the remote does not have yet."""
+    from molen.cli.render import RichProgress, console
+    from molen.data.transfer import push as push_data
+
+    result = push_data(_session(ctx), paths or None, remote=remote, jobs=jobs, progress=RichProgress())
+    console().print(
+        f"pushed {result.transferred:,} object(s) to {result.remote}; {result.already_present:,} were there"
+    )
+
+
+@app.command("fetch")
+def fetch(
+    ctx: typer.Context,
+    paths: Paths = None,
+    remote: Remote = None,
+    jobs: Jobs = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Download again even what the cache has (repairs it).")
+    ] = False,
+) -> None:
+    """Bring tracked data from the remote into the cache, without touching the workspace."""
+    from molen.cli.render import RichProgress, console
+    from molen.data.transfer import fetch as fetch_data
+
+    result = fetch_data(
+        _session(ctx), paths or None, remote=remote, jobs=jobs, force=force, progress=RichProgress()
+    )
+    console().print(
+        f"fetched {result.transferred:,} object(s) from {result.remote}; "
+        f"{result.already_present:,} were cached"
+    )
+
+
+@app.command("pull")
+def pull(
+    ctx: typer.Context,
+    paths: Paths = None,
+    remote: Remote = None,
+    jobs: Jobs = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Discard workspace changes not in a pointer.")
+    ] = False,
+) -> None:
+    """Fetch, then check out: the workspace ends up matching the pointers."""
+    from molen.cli.render import RichProgress, console
+    from molen.data.transfer import pull as pull_data
+
+    result, changed = pull_data(
+        _session(ctx), paths or None, remote=remote, jobs=jobs, force=force, progress=RichProgress()
+    )
+    console().print(
+        f"fetched {result.transferred:,} object(s) from {result.remote}; checked out {len(changed)} path(s)"
+    )
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+) -> None:
+    """List the tracked paths with their size, file count and hash."""
+    from molen.cli.render import console, print_json
+
+    tracked = _session(ctx).tracked()
+    if format is ShowFormat.json:
+        print_json([{"path": t.path, **vars(t.pointer)} for t in tracked])
+        return
+    from rich.table import Table
+
+    table = Table("path", "kind", "files", "size", "hash", box=None, header_style="bold")
+    for t in tracked:
+        p = t.pointer
+        table.add_row(t.path, p.kind, f"{p.files:,}", f"{p.size:,}", p.hash[:12])
+    console().print(table if tracked else "nothing is tracked yet: `molen data add PATH`")

@@ -1,0 +1,63 @@
+"""Directory manifests: the listing of a tracked folder, itself stored as an object.
+
+A manifest is canonical JSON (sorted by path, compact), so the same folder content always
+gives the same bytes and therefore the same hash: a directory's data version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from molen.errors import CorruptObjectError
+from molen.hashing import hash_bytes
+
+__all__ = ["Manifest", "ManifestEntry"]
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of a tracked folder: its path relative to the folder (POSIX), hash and size."""
+
+    path: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The files of a tracked folder, sorted by path."""
+
+    entries: tuple[ManifestEntry, ...]
+
+    @classmethod
+    def of(cls, entries: list[ManifestEntry]) -> Manifest:
+        return cls(tuple(sorted(entries, key=lambda entry: entry.path)))
+
+    def to_bytes(self) -> bytes:
+        rows = [{"path": e.path, "digest": e.digest, "size": e.size} for e in self.entries]
+        return json.dumps({"manifest": 1, "files": rows}, separators=(",", ":")).encode()
+
+    @property
+    def digest(self) -> str:
+        return hash_bytes(self.to_bytes())
+
+    @property
+    def size(self) -> int:
+        return sum(entry.size for entry in self.entries)
+
+    def by_path(self) -> dict[str, ManifestEntry]:
+        return {entry.path: entry for entry in self.entries}
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, digest: str = "?") -> Manifest:
+        """Parse manifest bytes; :class:`CorruptObjectError` if they are not a manifest."""
+        try:
+            document = json.loads(data)
+            rows = document["files"]
+            return cls(tuple(ManifestEntry(r["path"], r["digest"], int(r["size"])) for r in rows))
+        except (ValueError, KeyError, TypeError):
+            raise CorruptObjectError(
+                f"object {digest} should be a directory manifest but is not; "
+                "re-add the folder with `molen data add`"
+            ) from None

@@ -1,0 +1,81 @@
+"""Pointer files: ``PATH.molen``, the small YAML file committed to git in place of the data.
+
+# molen data pointer: commit this file; the data lives in the cache and on remotes
+molen: 1
+kind: file            # or: directory (then hash is the hash of its manifest)
+hash: 3f2a…           # BLAKE3, 64 hex characters
+size: 1048576         # bytes, all files together
+files: 1
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from molen.errors import InvalidValueError
+from molen.hashing import is_digest
+
+__all__ = ["POINTER_SUFFIX", "Pointer", "pointer_path", "read_pointer", "write_pointer"]
+
+POINTER_SUFFIX = ".molen"
+_HEADER = "# molen data pointer: commit this file; the data lives in the cache and on remotes\n"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What a pointer file records about one tracked path."""
+
+    kind: str
+    hash: str
+    size: int
+    files: int
+
+    def to_text(self) -> str:
+        return (
+            f"{_HEADER}molen: 1\nkind: {self.kind}\nhash: {self.hash}\n"
+            f"size: {self.size}\nfiles: {self.files}\n"
+        )
+
+    @classmethod
+    def from_text(cls, text: str, *, where: str) -> Pointer:
+        """Parse pointer text; :class:`InvalidValueError` naming ``where`` when it is not one."""
+        import yaml
+
+        try:
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError:
+            data = None
+        if (
+            not isinstance(data, dict)
+            or data.get("kind") not in {"file", "directory"}
+            or not isinstance(data.get("hash"), str)
+            or not is_digest(data["hash"])
+        ):
+            raise InvalidValueError(
+                f"{where} is not a valid molen pointer file; restore it from git "
+                "(git checkout -- FILE) or re-add the data with `molen data add`"
+            )
+        return cls(data["kind"], data["hash"], int(data.get("size", 0)), int(data.get("files", 1)))
+
+
+def pointer_path(path: Path) -> Path:
+    """The pointer file of a tracked path: ``data/raw.csv`` -> ``data/raw.csv.molen``."""
+    return path.with_name(path.name + POINTER_SUFFIX)
+
+
+def read_pointer(path: Path) -> Pointer:
+    """Read the pointer file at ``path`` (a ``….molen`` file)."""
+    return Pointer.from_text(path.read_text(), where=str(path))
+
+
+def write_pointer(path: Path, pointer: Pointer) -> None:
+    """Write a pointer file atomically (temporary name, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(pointer.to_text())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InvalidValueError(f"cannot write {path}: {exc.strerror}") from None

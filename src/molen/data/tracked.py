@@ -1,0 +1,444 @@
+"""Tracked paths: ``molen data add``, ``status`` and ``checkout``.
+
+A tracked path (a file or a folder) has a pointer file beside it (``PATH.molen``, committed to
+git) naming its content hash; the bytes live in the cache (the project's object store). The
+state cache remembers each file's hash by (inode, size, mtime), so unchanged files are never
+hashed twice.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from molen.data.links import link_file, parse_strategies
+from molen.data.lock import data_lock
+from molen.data.manifest import Manifest, ManifestEntry
+from molen.data.pointer import POINTER_SUFFIX, Pointer, pointer_path, read_pointer, write_pointer
+from molen.data.state import Signature, StateCache, signature
+from molen.errors import ConflictError, InvalidValueError, NotFoundError, StoreError, UsageError
+from molen.hashing import hash_file
+from molen.progress import SILENT, Progress
+from molen.project import CONFIG_NAME, STATE_DIR, Project
+from molen.stores.objects.base import ObjectStore
+from molen.stores.objects.local import LocalObjectStore
+from molen.workspace import Workspace
+
+__all__ = [
+    "DataSession",
+    "PathStatus",
+    "TrackedPath",
+    "open_data_session",
+]
+
+
+@dataclass(frozen=True)
+class TrackedPath:
+    """A path with a pointer file: where it is (relative to the project root) and what it says."""
+
+    path: str
+    pointer: Pointer
+
+
+@dataclass
+class PathStatus:
+    """How a tracked path differs from its pointer."""
+
+    path: str
+    state: str  # unchanged | modified | deleted | not-in-cache
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """A workspace file seen by a scan: its path in the project and its stat signature."""
+
+    relative: str
+    absolute: Path
+    signature: Signature
+    size: int
+
+
+class DataSession:
+    """The data operations of one project: its cache, state cache and settings."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        project = workspace.settings.project
+        if project is None:
+            raise UsageError("molen data needs a project: run `molen init` first")
+        self.project: Project = project
+        self.workspace = workspace
+        self.cache: ObjectStore = workspace.objects
+        self.jobs = int(workspace.settings["data.jobs"])
+        self.links = parse_strategies(str(workspace.settings["data.link"]))
+        self.lock_timeout = float(workspace.settings["data.lock_timeout"])
+        self.state = StateCache(project.state_dir / "state.db")
+
+    def close(self) -> None:
+        self.state.close()
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def relative(self, path: Path | str) -> str:
+        """``path`` relative to the project root (POSIX); refuses paths outside the project."""
+        candidate = Path(path)
+        absolute = Path(os.path.abspath(candidate if candidate.is_absolute() else Path.cwd() / candidate))
+        if absolute.name.endswith(POINTER_SUFFIX):
+            absolute = absolute.with_name(absolute.name[: -len(POINTER_SUFFIX)])
+        root = self.project.root
+        if absolute != root and root not in absolute.parents:
+            raise UsageError(f"{path} is outside the project {root}; molen tracks data inside it")
+        relative = absolute.relative_to(root).as_posix()
+        first = relative.split("/", 1)[0]
+        if relative in {".", ""} or first in {".git", STATE_DIR} or relative == CONFIG_NAME:
+            raise UsageError(f"{path}: molen cannot track the project itself, .git or {STATE_DIR}/")
+        return relative
+
+    def absolute(self, relative: str) -> Path:
+        return self.project.root / relative
+
+    def tracked(self, paths: list[str] | None = None) -> list[TrackedPath]:
+        """The tracked paths (all, or those named), read from their pointer files."""
+        if paths:
+            found = []
+            for given in paths:
+                relative = self.relative(given)
+                pointer_file = pointer_path(self.absolute(relative))
+                if not pointer_file.is_file():
+                    raise NotFoundError(
+                        f"{given} is not tracked (no {pointer_file.name}); add it with `molen data add`"
+                    )
+                found.append(TrackedPath(relative, read_pointer(pointer_file)))
+            return found
+        return [
+            TrackedPath(rel, read_pointer(self.absolute(rel + POINTER_SUFFIX)))
+            for rel in self._pointer_files()
+        ]
+
+    def _pointer_files(self) -> list[str]:
+        """Every pointer file in the project, not descending into .git, .molen or tracked folders."""
+        found: list[str] = []
+        root = self.project.root
+        for folder, dirs, files in os.walk(root):
+            names = set(files)
+            if folder == str(root):
+                dirs[:] = [d for d in dirs if d not in {".git", STATE_DIR}]
+            dirs[:] = sorted(d for d in dirs if d + POINTER_SUFFIX not in names)
+            for name in sorted(files):
+                if name.endswith(POINTER_SUFFIX) and name != POINTER_SUFFIX:
+                    relative = os.path.relpath(os.path.join(folder, name), root)
+                    found.append(Path(relative).as_posix()[: -len(POINTER_SUFFIX)])
+        return found
+
+    # -- scanning and hashing -------------------------------------------------------------------
+
+    def _scan(self, relative: str) -> Iterator[_Scanned]:
+        """Every file under the tracked folder ``relative`` (symlinked files followed)."""
+        base = self.absolute(relative)
+        stack = [base]
+        seen_dirs: set[tuple[int, int]] = set()
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as exc:
+                raise UsageError(f"cannot read {folder}: {exc.strerror}") from None
+            for entry in entries:
+                try:
+                    info = entry.stat()  # follows symlinks
+                except OSError as exc:
+                    raise UsageError(
+                        f"cannot read {entry.path}: {exc.strerror} (a broken or looping symlink?)"
+                    ) from None
+                if stat_module.S_ISDIR(info.st_mode):
+                    key = (info.st_dev, info.st_ino)
+                    if key in seen_dirs:
+                        raise UsageError(
+                            f"{entry.path} is a symlink loop; remove it or replace it with a folder"
+                        )
+                    seen_dirs.add(key)
+                    stack.append(Path(entry.path))
+                elif stat_module.S_ISREG(info.st_mode) and ".molen-tmp" not in entry.name:
+                    path = Path(entry.path)
+                    yield _Scanned(
+                        path.relative_to(self.project.root).as_posix(), path, signature(info), info.st_size
+                    )
+
+    def _hashes(
+        self,
+        files: list[_Scanned],
+        remembered: dict[str, tuple[Signature, str]],
+        progress: Progress,
+        store: bool,
+    ) -> dict[str, str]:
+        """The hash of each file: remembered while unchanged, else hashed (and stored if asked)."""
+        result: dict[str, str] = {}
+        todo: list[_Scanned] = []
+        for item in files:
+            known = remembered.get(item.relative)
+            if (
+                known is not None
+                and known[0] == item.signature
+                and (not store or self.cache.exists(known[1]))
+            ):
+                result[item.relative] = known[1]
+            else:
+                todo.append(item)
+        if not todo:
+            return result
+
+        def work(item: _Scanned) -> tuple[str, Signature, str]:
+            digest = self.cache.put_file(item.absolute) if store else hash_file(item.absolute)
+            after = signature(os.stat(item.absolute))
+            if after != item.signature:
+                raise ConflictError(
+                    f"{item.relative} changed while it was being read; nothing recorded for it, retry"
+                )
+            progress.advance()
+            return item.relative, item.signature, digest
+
+        progress.start("adding" if store else "hashing", len(todo))
+        try:
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                done = list(pool.map(work, todo))
+        except OSError as exc:
+            raise _os_error(exc) from None
+        finally:
+            progress.finish()
+        self.state.remember(done)
+        result.update({relative: digest for relative, _, digest in done})
+        return result
+
+    def _current(
+        self, relative: str, progress: Progress, *, store: bool
+    ) -> tuple[Pointer, Manifest | None] | None:
+        """What the workspace holds at ``relative`` now, as a pointer (None if absent)."""
+        absolute = self.absolute(relative)
+        try:
+            info = absolute.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise UsageError(f"cannot read {relative}: {exc.strerror}") from None
+        if stat_module.S_ISREG(info.st_mode):
+            item = _Scanned(relative, absolute, signature(info), info.st_size)
+            remembered = {}
+            known = self.state.lookup(relative)
+            if known is not None:
+                remembered[relative] = known
+            digest = self._hashes([item], remembered, progress, store)[relative]
+            return Pointer("file", digest, info.st_size, 1), None
+        if stat_module.S_ISDIR(info.st_mode):
+            files = list(self._scan(relative))
+            digests = self._hashes(files, self.state.lookup_prefix(relative + "/"), progress, store)
+            prefix = len(relative) + 1
+            manifest = Manifest.of(
+                [ManifestEntry(f.relative[prefix:], digests[f.relative], f.size) for f in files]
+            )
+            return Pointer("directory", manifest.digest, manifest.size, len(manifest.entries)), manifest
+        raise UsageError(f"{relative} is neither a file nor a folder")
+
+    # -- add ------------------------------------------------------------------------------------
+
+    def add(self, paths: list[str], progress: Progress = SILENT) -> list[TrackedPath]:
+        """Track ``paths``: store their content in the cache and write their pointer files."""
+        relatives = [self.relative(path) for path in paths]
+        for relative in relatives:
+            if not self.absolute(relative).exists():
+                raise NotFoundError(f"{relative} does not exist")
+        added = []
+        with data_lock(self.project.state_dir, timeout=self.lock_timeout):
+            for relative in relatives:
+                current = self._current(relative, progress, store=True)
+                if current is None:
+                    raise NotFoundError(f"{relative} vanished while it was being added")
+                pointer, manifest = current
+                if manifest is not None:
+                    self.cache.put_bytes(manifest.to_bytes())
+                write_pointer(pointer_path(self.absolute(relative)), pointer)
+                _ignore_in_git(self.absolute(relative))
+                added.append(TrackedPath(relative, pointer))
+        return added
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def status(self, paths: list[str] | None = None, progress: Progress = SILENT) -> list[PathStatus]:
+        """How each tracked path differs from its pointer."""
+        found = []
+        for tracked in self.tracked(paths):
+            current = self._current(tracked.path, progress, store=False)
+            if current is None:
+                found.append(PathStatus(tracked.path, "deleted"))
+                continue
+            pointer, manifest = current
+            if pointer.hash == tracked.pointer.hash:
+                state = "unchanged" if self.cache.exists(tracked.pointer.hash) else "not-in-cache"
+                found.append(PathStatus(tracked.path, state))
+                continue
+            result = PathStatus(tracked.path, "modified")
+            if manifest is not None and tracked.pointer.kind == "directory":
+                before = self._manifest(tracked.pointer.hash, missing_ok=True)
+                if before is not None:
+                    old, new = before.by_path(), manifest.by_path()
+                    result.added = sorted(set(new) - set(old))
+                    result.removed = sorted(set(old) - set(new))
+                    result.modified = sorted(p for p in set(old) & set(new) if old[p].digest != new[p].digest)
+            found.append(result)
+        return found
+
+    def _manifest(self, digest: str, *, missing_ok: bool = False) -> Manifest | None:
+        try:
+            return Manifest.from_bytes(self.cache.get_bytes(digest), digest=digest)
+        except NotFoundError:
+            if missing_ok:
+                return None
+            raise
+
+    # -- checkout -------------------------------------------------------------------------------
+
+    def checkout(
+        self, paths: list[str] | None = None, *, force: bool = False, progress: Progress = SILENT
+    ) -> list[str]:
+        """Make the workspace match the pointers; returns the paths that changed."""
+        changed = []
+        with data_lock(self.project.state_dir, timeout=self.lock_timeout):
+            for tracked in self.tracked(paths):
+                if self._checkout_one(tracked, force=force, progress=progress):
+                    changed.append(tracked.path)
+        return changed
+
+    def _checkout_one(self, tracked: TrackedPath, *, force: bool, progress: Progress) -> bool:
+        target = self.absolute(tracked.path)
+        current = self._current(tracked.path, SILENT, store=False) if target.exists() else None
+        if current is not None and current[0].hash == tracked.pointer.hash:
+            return False
+        if tracked.pointer.kind == "file":
+            if current is not None and current[1] is not None:
+                raise ConflictError(
+                    f"{tracked.path} is a folder but its pointer names a file; move it away first"
+                )
+            if current is not None and not force and not self._is_cached(current[0].hash):
+                raise ConflictError(
+                    f"{tracked.path} has changes that are not in {tracked.path}{POINTER_SUFFIX}; "
+                    "add them with `molen data add`, or pass --force to discard them"
+                )
+            self._materialize(tracked.pointer.hash, target, tracked.path)
+            return True
+        manifest = self._manifest_or_pull_hint(tracked)
+        wanted = manifest.by_path()
+        if target.exists() and not target.is_dir():
+            raise ConflictError(
+                f"{tracked.path} is a file but its pointer names a folder; move it away first"
+            )
+        present = (
+            {f.relative[len(tracked.path) + 1 :]: f for f in self._scan(tracked.path)}
+            if target.exists()
+            else {}
+        )
+        remembered = self.state.lookup_prefix(tracked.path + "/")
+        digests = self._hashes(list(present.values()), remembered, SILENT, False) if present else {}
+        extra = sorted(set(present) - set(wanted))
+        if extra and not force:
+            unsaved = [p for p in extra if not self._is_cached(digests[present[p].relative])]
+            if unsaved:
+                raise ConflictError(
+                    f"{tracked.path}/{unsaved[0]} is not in {tracked.path}{POINTER_SUFFIX} "
+                    f"({len(unsaved)} such file(s)); add the folder with `molen data add`, "
+                    "or pass --force to delete them"
+                )
+        todo = [e for e in manifest.entries if digests.get(f"{tracked.path}/{e.path}") != e.digest]
+        progress.start(f"checkout {tracked.path}", len(todo))
+        try:
+
+            def place(entry: ManifestEntry) -> tuple[str, Signature, str]:
+                path = target / entry.path
+                self._materialize(entry.digest, path, f"{tracked.path}/{entry.path}")
+                progress.advance()
+                return f"{tracked.path}/{entry.path}", signature(os.stat(path)), entry.digest
+
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                placed = list(pool.map(place, todo))
+        finally:
+            progress.finish()
+        self.state.remember(placed)
+        for name in extra:
+            present[name].absolute.unlink()
+        return bool(todo or extra)
+
+    def _is_cached(self, digest: str) -> bool:
+        return self.cache.exists(digest)
+
+    def _manifest_or_pull_hint(self, tracked: TrackedPath) -> Manifest:
+        manifest = self._manifest(tracked.pointer.hash, missing_ok=True)
+        if manifest is None:
+            raise NotFoundError(
+                f"the data of {tracked.path} is not in the cache; "
+                f"fetch it with `molen data pull {tracked.path}`"
+            )
+        return manifest
+
+    def _materialize(self, digest: str, target: Path, relative: str) -> None:
+        """Put object ``digest`` at ``target`` (verified), by the configured link strategies."""
+        if not self.cache.exists(digest):
+            raise NotFoundError(
+                f"the data of {relative} ({digest[:12]}) is not in the cache; "
+                f"fetch it with `molen data pull {relative.split('/', 1)[0]}`"
+            )
+        if isinstance(self.cache, LocalObjectStore):
+            source = self.cache.path_of(digest)
+            if hash_file(source) != digest:
+                raise self.cache._corrupt(digest)
+            if target.is_symlink() or target.exists():
+                _make_writable(target)
+            link_file(source, target, self.links)
+        else:
+            self.cache.get_file(digest, target, verify=True)
+        info = os.stat(target)
+        self.state.remember([(relative, signature(info), digest)])
+
+
+def _make_writable(path: Path) -> None:
+    """Let ``path`` be replaced even where a hardlinked cache object made it read-only."""
+    try:
+        if not path.is_symlink():
+            os.chmod(path.parent, os.stat(path.parent).st_mode | stat_module.S_IWUSR)
+    except OSError:
+        pass
+
+
+def _ignore_in_git(absolute: Path) -> None:
+    """Add ``/NAME`` to the ``.gitignore`` beside ``absolute`` (once; atomically)."""
+    ignore = absolute.parent / ".gitignore"
+    entry = f"/{absolute.name}"
+    lines = ignore.read_text().splitlines() if ignore.exists() else []
+    if entry in lines:
+        return
+    text = "\n".join([*lines, entry]) + "\n"
+    tmp = ignore.with_name(f".gitignore.molen-tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, ignore)
+
+
+def _os_error(exc: OSError) -> StoreError | InvalidValueError:
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return StoreError(
+            "the disk is full; free space and run the command again (nothing half-written was kept)"
+        )
+    if exc.errno == errno.ELOOP:
+        return InvalidValueError(f"{exc.filename}: a symlink loop; remove it")
+    return StoreError(f"{exc.filename or 'a file'}: {exc.strerror}")
+
+
+def open_data_session(workspace: Workspace | None = None) -> DataSession:
+    """The data operations of the current project."""
+    from molen.workspace import open_workspace
+
+    return DataSession(workspace or open_workspace())

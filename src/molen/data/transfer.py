@@ -1,0 +1,152 @@
+"""``molen data push``, ``fetch`` and ``pull``: move only the missing objects, in parallel.
+
+Every object lands atomically (temporary name and rename, or one S3 PUT) and is verified
+against its hash on the way, so an interrupted transfer leaves nothing half-written and a
+rerun sends only what is still missing: transfers resume by construction.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from molen.data.manifest import Manifest
+from molen.data.remotes import open_remote
+from molen.data.tracked import DataSession, TrackedPath
+from molen.errors import ConflictError, CorruptObjectError, NotFoundError
+from molen.progress import SILENT, Progress
+from molen.stores.objects.base import ObjectStore
+
+__all__ = ["TransferResult", "fetch", "pull", "push"]
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What a transfer did: the remote, objects sent or received, objects already there."""
+
+    remote: str
+    transferred: int
+    already_present: int
+    failed: list[str]
+
+
+def _objects(session: DataSession, tracked: list[TrackedPath], store: ObjectStore) -> set[str]:
+    """Every object the tracked paths need: pointer hashes, manifests and their files."""
+    needed: set[str] = set()
+    for item in tracked:
+        needed.add(item.pointer.hash)
+        if item.pointer.kind == "directory":
+            data = store.get_bytes(item.pointer.hash)
+            manifest = Manifest.from_bytes(data, digest=item.pointer.hash)
+            needed.update(entry.digest for entry in manifest.entries)
+    return needed
+
+
+def _copy_all(
+    digests: list[str], source: ObjectStore, target: ObjectStore, jobs: int, progress: Progress, verb: str
+) -> list[str]:
+    """Copy ``digests`` from ``source`` to ``target`` in parallel; return the corrupt ones."""
+    corrupt: list[str] = []
+
+    def one(digest: str) -> None:
+        try:
+            target.copy_from(source, digest)
+        except (CorruptObjectError, ConflictError):
+            corrupt.append(digest)
+        progress.advance()
+
+    progress.start(verb, len(digests))
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, digests))
+    finally:
+        progress.finish()
+    return corrupt
+
+
+def push(
+    session: DataSession,
+    paths: list[str] | None = None,
+    *,
+    remote: str | None = None,
+    jobs: int | None = None,
+    progress: Progress = SILENT,
+) -> TransferResult:
+    """Send the objects of the tracked paths that the remote lacks."""
+    config, store = open_remote(session.project, remote)
+    tracked = session.tracked(paths)
+    try:
+        needed = _objects(session, tracked, session.cache)
+    except NotFoundError as exc:
+        raise NotFoundError(f"{exc}; add the data again with `molen data add`") from None
+    local = session.cache.present(needed)
+    if local != needed:
+        missing = sorted(needed - local)
+        raise NotFoundError(
+            f"{len(missing)} object(s) are not in the local cache (e.g. {missing[0][:12]}); "
+            "pull them first, or re-add the data with `molen data add`"
+        )
+    todo = sorted(needed - store.present(needed))
+    corrupt = _copy_all(todo, session.cache, store, jobs or session.jobs, progress, f"push to {config.name}")
+    if corrupt:
+        raise CorruptObjectError(
+            f"{len(corrupt)} object(s) in the local cache are corrupt (e.g. {corrupt[0][:12]}) and were "
+            "not pushed; repair them with `molen data fetch --force` or re-add the data"
+        )
+    return TransferResult(config.name, len(todo), len(needed) - len(todo), [])
+
+
+def fetch(
+    session: DataSession,
+    paths: list[str] | None = None,
+    *,
+    remote: str | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: Progress = SILENT,
+) -> TransferResult:
+    """Bring the objects of the tracked paths into the local cache (``force``: even if present,
+    to replace corrupt copies)."""
+    config, store = open_remote(session.project, remote)
+    tracked = session.tracked(paths)
+    jobs = jobs or session.jobs
+    manifests = sorted({t.pointer.hash for t in tracked if t.pointer.kind == "directory"})
+    first = manifests if force else sorted(set(manifests) - session.cache.present(manifests))
+    bad = _copy_all(first, store, session.cache, jobs, SILENT, "manifests")
+    if bad:
+        raise _remote_corrupt(config.name, bad)
+    needed = _objects(session, tracked, session.cache)
+    todo = sorted(needed if force else needed - session.cache.present(needed))
+    absent = sorted(set(todo) - store.present(todo))
+    if absent:
+        raise NotFoundError(
+            f"{len(absent)} object(s) are not on the remote {config.name} (e.g. {absent[0][:12]}); "
+            "whoever added that data has to `molen data push` it"
+        )
+    bad = _copy_all(todo, store, session.cache, jobs, progress, f"fetch from {config.name}")
+    if bad:
+        raise _remote_corrupt(config.name, bad)
+    fetched = len(set(todo) | set(first))
+    return TransferResult(config.name, fetched, len(needed) - fetched, [])
+
+
+def pull(
+    session: DataSession,
+    paths: list[str] | None = None,
+    *,
+    remote: str | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: Progress = SILENT,
+) -> tuple[TransferResult, list[str]]:
+    """Fetch, then check out: the workspace ends up matching the pointers."""
+    result = fetch(session, paths, remote=remote, jobs=jobs, progress=progress)
+    changed = session.checkout(paths, force=force, progress=progress)
+    return result, changed
+
+
+def _remote_corrupt(remote: str, digests: list[str]) -> CorruptObjectError:
+    return CorruptObjectError(
+        f"{len(digests)} object(s) on the remote {remote} are corrupt (e.g. {digests[0][:12]}); nothing "
+        "corrupt entered the cache. Push them again from a good copy (`molen data push`), or re-add the data"
+    )
