@@ -42,9 +42,9 @@ def error(message: str) -> None:
 
     first, _, rest = message.partition("\n")
     err = Console(stderr=True, highlight=False)
-    err.print(f"[bold red]error:[/] {escape(first)}")
+    err.print(f"[bold red]error:[/] {escape(first)}", soft_wrap=True)
     if rest:
-        err.print(escape(rest))
+        err.print(escape(rest), soft_wrap=True)
 
 
 def format_time(ms: int | None) -> str:

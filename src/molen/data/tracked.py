@@ -89,7 +89,7 @@ class DataSession:
         """``path`` relative to the project root (POSIX); refuses paths outside the project."""
         candidate = Path(path)
         absolute = Path(os.path.abspath(candidate if candidate.is_absolute() else Path.cwd() / candidate))
-        if absolute.name.endswith(POINTER_SUFFIX):
+        if absolute.name.endswith(POINTER_SUFFIX) and len(absolute.name) > len(POINTER_SUFFIX):
             absolute = absolute.with_name(absolute.name[: -len(POINTER_SUFFIX)])
         root = self.project.root
         if absolute != root and root not in absolute.parents:

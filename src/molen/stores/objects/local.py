@@ -48,7 +48,7 @@ class LocalObjectStore(ObjectStore):
 
     def _temporary(self, key: str) -> tuple[int, Path]:
         folder = self.root / key[:2]
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)  # the cache may have been deleted meanwhile
         fd, name = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         return fd, Path(name)
 
@@ -109,6 +109,8 @@ class LocalObjectStore(ObjectStore):
         (self.root / key).unlink(missing_ok=True)
 
     def _keys(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
         with os.scandir(self.root) as folders:
             for folder in folders:
                 if len(folder.name) != 2 or not folder.is_dir():

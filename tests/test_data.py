@@ -1,0 +1,324 @@
+"""Data versioning: molen data add/status/checkout/push/pull and remotes, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from molen.data.pointer import read_pointer
+from molen.data.remotes import add_remote, list_remotes, remove_remote, set_default_remote
+from molen.data.tracked import DataSession
+from molen.data.transfer import fetch, pull, push
+from molen.errors import (
+    ConflictError,
+    CorruptObjectError,
+    InvalidNameError,
+    NotFoundError,
+    UsageError,
+)
+from molen.hashing import hash_bytes
+from molen.project import Project, init_project
+from molen.workspace import open_workspace
+
+MOLEN = [sys.executable, "-m", "molen"]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    root = tmp_path / "proj"
+    project = init_project(root)
+    monkeypatch.chdir(root)
+    (root / "raw.csv").write_text("a,b\n1,2\n")
+    data = root / "data"
+    (data / "sub").mkdir(parents=True)
+    for index in range(30):
+        (data / "sub" / f"part-{index}.csv").write_text(f"x\n{index}\n")
+    (data / "readme.txt").write_text("the data\n")
+    yield project
+
+
+def session() -> DataSession:
+    return DataSession(open_workspace())
+
+
+def molen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MOLEN, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_add_writes_pointers_ignores_the_data_and_stores_it(project: Project) -> None:
+    added = session().add(["raw.csv", "data"])
+    assert [a.path for a in added] == ["raw.csv", "data"]
+    raw = read_pointer(project.root / "raw.csv.molen")
+    assert raw.kind == "file" and raw.hash == hash_bytes(b"a,b\n1,2\n") and raw.size == 8 and raw.files == 1
+    folder = read_pointer(project.root / "data.molen")
+    assert folder.kind == "directory" and folder.files == 31
+    assert (project.root / ".gitignore").read_text().splitlines() == ["/raw.csv", "/data"]
+    cache = open_workspace().objects
+    assert cache.get_bytes(raw.hash) == b"a,b\n1,2\n"
+    assert b"part-7.csv" in cache.get_bytes(folder.hash)  # the manifest is an object too
+    session().add(["raw.csv"])  # adding again changes nothing
+    assert (project.root / ".gitignore").read_text().splitlines() == ["/raw.csv", "/data"]
+
+
+def test_status_tells_what_changed(project: Project) -> None:
+    session().add(["raw.csv", "data"])
+    assert {s.path: s.state for s in session().status()} == {"raw.csv": "unchanged", "data": "unchanged"}
+    (project.root / "raw.csv").write_text("changed\n")
+    (project.root / "data" / "sub" / "part-3.csv").write_text("edited\n")
+    (project.root / "data" / "new.csv").write_text("new\n")
+    (project.root / "data" / "readme.txt").unlink()
+    found = {s.path: s for s in session().status()}
+    assert found["raw.csv"].state == "modified"
+    assert found["data"].state == "modified"
+    assert found["data"].added == ["new.csv"]
+    assert found["data"].removed == ["readme.txt"]
+    assert found["data"].modified == ["sub/part-3.csv"]
+    (project.root / "raw.csv").unlink()
+    assert {s.path: s.state for s in session().status(["raw.csv"])} == {"raw.csv": "deleted"}
+
+
+def test_status_does_not_rehash_unchanged_files(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    session().add(["data"])
+    calls: list[object] = []
+    import molen.data.tracked as tracked
+
+    monkeypatch.setattr(tracked, "hash_file", lambda path: calls.append(path) or "0" * 64)
+    assert session().status()[0].state == "unchanged"
+    assert calls == []  # the state cache answered for all 31 files
+
+
+def test_checkout_restores_deleted_and_changed_data(project: Project) -> None:
+    session().add(["raw.csv", "data"])
+    (project.root / "raw.csv").unlink()
+    import shutil
+
+    shutil.rmtree(project.root / "data")
+    assert set(session().checkout()) == {"raw.csv", "data"}
+    assert (project.root / "raw.csv").read_text() == "a,b\n1,2\n"
+    assert (project.root / "data" / "sub" / "part-29.csv").read_text() == "x\n29\n"
+    assert session().checkout() == []  # nothing left to do
+    (project.root / "raw.csv").write_text("unsaved work\n")
+    with pytest.raises(ConflictError, match="--force"):
+        session().checkout(["raw.csv"])
+    assert (project.root / "raw.csv").read_text() == "unsaved work\n"  # nothing lost
+    session().checkout(["raw.csv"], force=True)
+    assert (project.root / "raw.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_checkout_follows_a_pointer_from_another_commit(project: Project) -> None:
+    session().add(["raw.csv"])
+    old_pointer = (project.root / "raw.csv.molen").read_text()
+    (project.root / "raw.csv").write_text("version 2\n")
+    session().add(["raw.csv"])
+    (project.root / "raw.csv.molen").write_text(old_pointer)  # as `git checkout` of the old commit does
+    session().checkout(["raw.csv"])
+    assert (project.root / "raw.csv").read_text() == "a,b\n1,2\n"
+
+
+@pytest.mark.parametrize("strategy", ["hardlink", "symlink", "copy"])
+def test_link_strategies_protect_the_cache(
+    project: Project, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    monkeypatch.setenv("MOLEN_DATA_LINK", strategy)
+    session().add(["raw.csv"])
+    (project.root / "raw.csv").unlink()
+    session().checkout()
+    target = project.root / "raw.csv"
+    assert target.read_text() == "a,b\n1,2\n"
+    digest = read_pointer(project.root / "raw.csv.molen").hash
+    if strategy == "copy":
+        target.write_text("edited\n")  # a private copy: editing it is fine
+    elif os.geteuid() != 0:
+        with pytest.raises(PermissionError):
+            target.write_text("edited\n")  # read-only: an edit cannot reach the cache
+    assert open_workspace().objects.get_bytes(digest) == b"a,b\n1,2\n"
+    assert (target.is_symlink()) == (strategy == "symlink")
+
+
+def test_a_corrupt_cache_object_is_named_at_checkout(project: Project) -> None:
+    session().add(["raw.csv"])
+    digest = read_pointer(project.root / "raw.csv.molen").hash
+    cached = open_workspace().objects.path_of(digest)  # type: ignore[attr-defined]
+    os.chmod(cached, 0o644)
+    cached.write_bytes(b"rotten")
+    (project.root / "raw.csv").unlink()
+    with pytest.raises(CorruptObjectError, match=digest):
+        session().checkout()
+    assert not (project.root / "raw.csv").exists()  # no corrupt bytes in the workspace
+
+
+def test_bad_paths_are_refused(project: Project, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.csv"
+    outside.write_text("x")
+    with pytest.raises(UsageError, match="outside the project"):
+        session().add([str(outside)])
+    with pytest.raises(NotFoundError):
+        session().add(["missing.csv"])
+    with pytest.raises(UsageError):
+        session().add([".molen"])
+    loop = project.root / "data" / "loop"
+    loop.symlink_to(project.root / "data")
+    with pytest.raises(UsageError, match="symlink loop"):
+        session().add(["data"])
+    assert not (project.root / "data.molen").exists()  # nothing half-recorded
+
+
+def test_remotes_are_kept_in_molen_yaml(project: Project) -> None:
+    add_remote(project, "origin", "../remote")
+    add_remote(project, "backup", "s3://bucket/x", endpoint_url="http://127.0.0.1:9000")
+    remotes = {r.name: r for r in list_remotes(project)}
+    assert remotes["origin"].default and not remotes["backup"].default
+    assert remotes["backup"].endpoint_url == "http://127.0.0.1:9000"
+    set_default_remote(project, "backup")
+    assert [r.name for r in list_remotes(project) if r.default] == ["backup"]
+    remove_remote(project, "backup")
+    assert [r.name for r in list_remotes(project)] == ["origin"]
+    assert "# molen project settings" in project.config_path.read_text()  # comments kept
+    with pytest.raises(InvalidNameError):
+        add_remote(project, "bad name", "x")
+    with pytest.raises(UsageError, match="credentials"):
+        add_remote(project, "leaky", "s3://AKIA:secret@bucket/x")
+    with pytest.raises(NotFoundError):
+        remove_remote(project, "nope")
+
+
+def _round_trip(project: Project) -> None:
+    session().add(["raw.csv", "data"])
+    first = push(session())
+    assert first.transferred == 33  # raw.csv, the manifest and 31 files
+    again = push(session())
+    assert again.transferred == 0 and again.already_present == 33
+    import shutil
+
+    shutil.rmtree(project.state_dir / "cache")
+    (project.root / "raw.csv").unlink()
+    shutil.rmtree(project.root / "data")
+    result, changed = pull(session())
+    assert result.transferred == 33 and set(changed) == {"raw.csv", "data"}
+    assert (project.root / "data" / "sub" / "part-11.csv").read_text() == "x\n11\n"
+    assert {s.state for s in session().status()} == {"unchanged"}
+
+
+def test_push_and_pull_through_a_folder_remote(project: Project, tmp_path: Path) -> None:
+    add_remote(project, "origin", str(tmp_path / "remote"))
+    _round_trip(project)
+
+
+def test_push_and_pull_through_s3(project: Project, s3_bucket: str, s3_endpoint: str) -> None:
+    add_remote(project, "origin", f"s3://{s3_bucket}/data", endpoint_url=s3_endpoint)
+    _round_trip(project)
+
+
+def test_a_corrupt_remote_object_never_enters_the_cache(project: Project, tmp_path: Path) -> None:
+    add_remote(project, "origin", str(tmp_path / "remote"))
+    session().add(["raw.csv"])
+    push(session())
+    digest = read_pointer(project.root / "raw.csv.molen").hash
+    on_remote = tmp_path / "remote" / digest[:2] / digest[2:]
+    os.chmod(on_remote, 0o644)
+    on_remote.write_bytes(b"bad")
+    cached = open_workspace().objects.path_of(digest)  # type: ignore[attr-defined]
+    os.chmod(cached, 0o644)
+    cached.unlink()
+    with pytest.raises(CorruptObjectError, match="on the remote origin are corrupt"):
+        fetch(session())
+    assert not cached.exists()
+
+
+def test_fetch_force_repairs_a_corrupt_cache(project: Project, tmp_path: Path) -> None:
+    add_remote(project, "origin", str(tmp_path / "remote"))
+    session().add(["raw.csv"])
+    push(session())
+    digest = read_pointer(project.root / "raw.csv.molen").hash
+    cached = open_workspace().objects.path_of(digest)  # type: ignore[attr-defined]
+    os.chmod(cached, 0o644)
+    cached.write_bytes(b"rotten")
+    add_remote(project, "other", str(tmp_path / "other"))
+    with pytest.raises(CorruptObjectError, match="fetch --force"):
+        push(session(), remote="other")  # corrupt bytes are never pushed
+    assert not (tmp_path / "other" / digest[:2] / digest[2:]).exists()
+    fetch(session(), force=True)
+    assert open_workspace().objects.get_bytes(digest) == b"a,b\n1,2\n"
+
+
+def test_missing_remote_and_missing_objects(project: Project, tmp_path: Path) -> None:
+    session().add(["raw.csv"])
+    with pytest.raises(UsageError, match="molen remote add"):
+        push(session())
+    add_remote(project, "origin", str(tmp_path / "remote"))
+    import shutil
+
+    shutil.rmtree(project.state_dir / "cache")
+    with pytest.raises(NotFoundError, match="molen data push"):
+        fetch(session())  # nothing was pushed yet
+
+
+def test_a_stale_lock_of_a_killed_process_does_not_block(project: Project) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time, pathlib; from molen.data.lock import data_lock\n"
+            "with data_lock(pathlib.Path('.molen'), timeout=5):\n"
+            "    print('locked', flush=True); time.sleep(60)",
+        ],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    os.environ["MOLEN_DATA_LOCK_TIMEOUT"] = "0.3"
+    try:
+        with pytest.raises(ConflictError, match=f"pid {holder.pid}"):
+            session().add(["raw.csv"])
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        session().add(["raw.csv"])  # the kernel released the dead owner's lock
+    finally:
+        del os.environ["MOLEN_DATA_LOCK_TIMEOUT"]
+    assert (project.root / "raw.csv.molen").exists()
+
+
+def test_kill_during_add_leaves_no_bad_object_and_a_rerun_completes(project: Project) -> None:
+    big = project.root / "big"
+    big.mkdir()
+    for index in range(400):
+        (big / f"f{index}.bin").write_bytes(os.urandom(64 << 10))
+    process = subprocess.Popen([*MOLEN, "data", "add", "big"], cwd=project.root)
+    time.sleep(0.8)
+    process.kill()
+    process.wait(timeout=10)
+    cache = open_workspace().objects
+    for digest in cache.digests():
+        assert cache.check(digest), f"object {digest} does not match its hash"
+    result = molen("data", "add", "big", cwd=project.root)
+    assert result.returncode == 0, result.stderr
+    assert read_pointer(project.root / "big.molen").files == 400
+    assert molen("data", "status", "-f", "json", cwd=project.root).stdout.count('"unchanged"') == 1
+
+
+def test_the_cli_commands(project: Project, tmp_path: Path) -> None:
+    root = project.root
+    assert molen("data", "add", "raw.csv", "data", cwd=root).returncode == 0
+    listed = molen("data", "ls", cwd=root)
+    assert "raw.csv" in listed.stdout and "directory" in listed.stdout
+    assert molen("remote", "add", "origin", str(tmp_path / "r"), cwd=root).returncode == 0
+    assert "* origin" in molen("remote", "list", cwd=root).stdout
+    pushed = molen("data", "push", "-j", "4", cwd=root)
+    assert pushed.returncode == 0 and "pushed 33 object(s)" in pushed.stdout
+    (root / "raw.csv").write_text("changed\n")
+    status = molen("data", "status", cwd=root)
+    assert "modified" in status.stdout and "raw.csv" in status.stdout
+    refused = molen("data", "checkout", "raw.csv", cwd=root)
+    assert refused.returncode == 4 and "--force" in refused.stderr
+    assert molen("data", "checkout", "--force", cwd=root).returncode == 0
+    outside = molen("data", "add", str(tmp_path), cwd=root)
+    assert outside.returncode == 2 and "outside the project" in outside.stderr
+    assert "Traceback" not in outside.stderr
