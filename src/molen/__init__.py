@@ -93,6 +93,8 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "data":  # the subpackage: molen.data.open(...), molen.data.path(...)
+        return importlib.import_module("molen.data")
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'molen' has no attribute {name!r}")

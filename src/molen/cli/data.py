@@ -171,3 +171,74 @@ def ls(
         p = t.pointer
         table.add_row(t.path, p.kind, f"{p.files:,}", f"{p.size:,}", p.hash[:12])
     console().print(table if tracked else "nothing is tracked yet: `molen data add PATH`")
+
+
+@app.command("diff")
+def diff(
+    ctx: typer.Context,
+    old: Annotated[str | None, typer.Argument(help="Git revision (default: HEAD).")] = None,
+    new: Annotated[str | None, typer.Argument(help="Git revision (default: the workspace).")] = None,
+    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+) -> None:
+    """Data files added, deleted and modified between two revisions (or one and the workspace)."""
+    from molen.cli.render import console, print_json
+    from molen.data.history import diff as diff_data
+
+    changes = diff_data(_session(ctx), old, new)
+    if format is ShowFormat.json:
+        print_json([vars(c) for c in changes])
+        return
+    styles = {"added": "green", "deleted": "red", "modified": "yellow"}
+    out = console()
+    for c in changes:
+        before = "-" if c.old_size is None else f"{c.old_size:,}"
+        sizes = f"{before} → {'-' if c.new_size is None else f'{c.new_size:,}'}"
+        out.print(f"[{styles[c.change]}]{c.change:>8}[/]  {c.path}  [dim]{sizes} bytes[/]")
+    if not changes:
+        out.print("no data changes")
+
+
+@app.command("log")
+def log(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Argument(help="A tracked path.")],
+    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+) -> None:
+    """The versions of a tracked path through git history, and the runs that used each."""
+    from molen.cli.render import console, print_json
+    from molen.data.history import log as log_data
+
+    entries = log_data(_session(ctx), path)
+    if format is ShowFormat.json:
+        print_json([{**vars(e), "pointer": vars(e.pointer)} for e in entries])
+        return
+    from rich.table import Table
+
+    table = Table(
+        "commit", "date", "author", "hash", "size", "runs", "message", box=None, header_style="bold"
+    )
+    for e in entries:
+        runs = ", ".join(r[:8] for r in e.runs[:5]) + (f" +{len(e.runs) - 5}" if len(e.runs) > 5 else "")
+        table.add_row(
+            e.commit[:8], e.date, e.author, e.pointer.hash[:12], f"{e.pointer.size:,}", runs, e.subject
+        )
+    console().print(table)
+
+
+@app.command("gc")
+def gc(
+    ctx: typer.Context,
+    all_commits: Annotated[
+        bool, typer.Option("--all-commits", help="Keep what any commit of any branch needs, not only HEAD.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be removed.")] = False,
+) -> None:
+    """Remove cache objects that no pointer (workspace, HEAD or --all-commits) and no run needs."""
+    from molen.cli.render import console
+    from molen.data.gc import collect_garbage
+
+    result = collect_garbage(_session(ctx), all_commits=all_commits, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    console().print(
+        f"{verb} {result.removed:,} object(s), {result.removed_bytes:,} bytes; kept {result.kept:,}"
+    )

@@ -80,6 +80,17 @@ class DataSession:
         self.lock_timeout = float(workspace.settings["data.lock_timeout"])
         self.state = StateCache(project.state_dir / "state.db")
 
+    @classmethod
+    def current(cls) -> DataSession:
+        """The session of the project at or above the current folder (reused per process)."""
+        from molen.workspace import open_workspace
+
+        workspace = open_workspace()
+        session = _sessions.get(id(workspace))
+        if session is None or session.workspace is not workspace:
+            session = _sessions[id(workspace)] = cls(workspace)
+        return session
+
     def close(self) -> None:
         self.state.close()
 
@@ -266,6 +277,18 @@ class DataSession:
                 added.append(TrackedPath(relative, pointer))
         return added
 
+    def snapshot(self, path: str | Path, progress: Progress = SILENT) -> Pointer:
+        """Store what ``path`` holds now and return its version, without writing a pointer
+        (what a run records with ``log_input``: the same hash ``molen data add`` would give)."""
+        relative = self.relative(path)
+        current = self._current(relative, progress, store=True)
+        if current is None:
+            raise NotFoundError(f"{relative} does not exist")
+        pointer, manifest = current
+        if manifest is not None:
+            self.cache.put_bytes(manifest.to_bytes())
+        return pointer
+
     # -- status ---------------------------------------------------------------------------------
 
     def status(self, paths: list[str] | None = None, progress: Progress = SILENT) -> list[PathStatus]:
@@ -401,6 +424,9 @@ class DataSession:
             self.cache.get_file(digest, target, verify=True)
         info = os.stat(target)
         self.state.remember([(relative, signature(info), digest)])
+
+
+_sessions: dict[int, DataSession] = {}
 
 
 def _make_writable(path: Path) -> None:

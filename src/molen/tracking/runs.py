@@ -230,13 +230,13 @@ class ActiveRun:
         The content is hashed and stored in the object store, so the exact bytes can be
         fetched again. ``role`` is ``input`` (default) or ``output``.
         """
-        from molen.data.versions import version_of_frame, version_of_path
+        from molen.data.versions import version_of_frame
 
         self._check_open()
         if role not in {"input", "output"}:
             raise InvalidValueError(f"role must be 'input' or 'output', not {role!r}")
         if isinstance(data, (str, os.PathLike)):
-            version = version_of_path(data, self.workspace.objects)
+            version = _version_of_path(Path(data), self.workspace)
             label = name or _display_path(Path(data), self.workspace)
         else:
             version = version_of_frame(data, self.workspace.objects)
@@ -358,6 +358,24 @@ def _display_path(path: Path, workspace: Workspace) -> str:
     if project is not None and resolved.is_relative_to(project.root):
         return resolved.relative_to(project.root).as_posix()
     return str(resolved)
+
+
+def _version_of_path(path: Path, workspace: Workspace) -> Any:
+    """A path's data version: through the project's data session (state cache, the same hash
+    as `molen data add`) when it is inside the project, else hashed directly."""
+    from molen.data.versions import DataVersion, version_of_path
+
+    project = workspace.settings.project
+    if project is not None and path.resolve().is_relative_to(project.root) and path.exists():
+        from molen.data.tracked import DataSession
+
+        session = DataSession(workspace)
+        try:
+            pointer = session.snapshot(path)
+        finally:
+            session.close()
+        return DataVersion(pointer.hash, pointer.kind, pointer.size, pointer.files)
+    return version_of_path(path, workspace.objects)
 
 
 def _status_for(exc: BaseException | None) -> str:

@@ -1,0 +1,77 @@
+"""``molen data gc``: remove cache objects nothing refers to any more.
+
+Kept: every object a pointer names — in the workspace, at HEAD, or (``all_commits``) in any
+commit of any branch — the files of those folders' manifests, and every object a recorded
+run refers to (artifacts, data inputs). A referenced manifest missing from the cache makes gc
+refuse, since it could not know which files that folder still needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from molen.data.history import _git, pointers_at
+from molen.data.lock import data_lock
+from molen.data.manifest import Manifest
+from molen.data.pointer import Pointer
+from molen.data.tracked import DataSession
+from molen.errors import NotFoundError, UsageError
+
+__all__ = ["GcResult", "collect_garbage"]
+
+
+@dataclass(frozen=True)
+class GcResult:
+    removed: int
+    removed_bytes: int
+    kept: int
+    dry_run: bool
+
+
+def _referenced(session: DataSession, all_commits: bool) -> set[str]:
+    root = session.project.root
+    pointers: list[Pointer] = [t.pointer for t in session.tracked()]
+    if (root / ".git").exists():
+        revisions = ["HEAD"]
+        if all_commits:
+            revisions = _git(root, "rev-list", "--all").decode().split()
+        for revision in revisions:
+            try:
+                pointers.extend(pointers_at(root, revision).values())
+            except UsageError:  # an empty repository has no HEAD yet
+                if revision != "HEAD":
+                    raise
+    keep = {p.hash for p in pointers}
+    for pointer in {p.hash: p for p in pointers if p.kind == "directory"}.values():
+        data = session.cache.get_bytes(pointer.hash) if session.cache.exists(pointer.hash) else None
+        if data is None:
+            raise NotFoundError(
+                f"the manifest {pointer.hash[:12]} of a tracked folder is not in the cache, so gc "
+                "cannot tell which files it needs; `molen data fetch` first (nothing was removed)"
+            )
+        keep.update(entry.digest for entry in Manifest.from_bytes(data, digest=pointer.hash).entries)
+    keep |= session.workspace.metadata.referenced_digests()
+    return keep
+
+
+def collect_garbage(session: DataSession, *, all_commits: bool = False, dry_run: bool = False) -> GcResult:
+    """Remove unreferenced cache objects (or, with ``dry_run``, count them)."""
+    with data_lock(session.project.state_dir, timeout=session.lock_timeout):
+        keep = _referenced(session, all_commits)
+        removed = 0
+        removed_bytes = 0
+        kept = 0
+        cache = session.cache
+        for digest in list(cache.digests()):
+            if digest in keep:
+                kept += 1
+                continue
+            path_of = getattr(cache, "path_of", None)  # sizes are known for a local cache
+            if path_of is not None:
+                with contextlib.suppress(OSError):
+                    removed_bytes += path_of(digest).stat().st_size
+            if not dry_run:
+                cache.remove(digest)
+            removed += 1
+    return GcResult(removed, removed_bytes, kept, dry_run)
