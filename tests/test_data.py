@@ -322,3 +322,114 @@ def test_the_cli_commands(project: Project, tmp_path: Path) -> None:
     outside = molen("data", "add", str(tmp_path), cwd=root)
     assert outside.returncode == 2 and "outside the project" in outside.stderr
     assert "Traceback" not in outside.stderr
+
+
+def test_a_file_changing_while_it_is_stored_is_refused(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from molen.stores.objects.local import LocalObjectStore
+
+    original = LocalObjectStore._write_file
+
+    def racing(self: LocalObjectStore, key: str, source: Path, digest: str) -> None:
+        source.write_text("written by someone else meanwhile\n")
+        original(self, key, source, digest)
+
+    monkeypatch.setattr(LocalObjectStore, "_write_file", racing)
+    with pytest.raises(ConflictError, match="changed while"):
+        session().add(["raw.csv"])
+    assert not (project.root / "raw.csv.molen").exists()
+    cache = open_workspace().objects
+    assert all(cache.check(digest) for digest in cache.digests())
+
+
+def test_two_processes_adding_at_once_both_succeed_in_turn(project: Project) -> None:
+    for name in ("one", "two"):
+        folder = project.root / name
+        folder.mkdir()
+        for index in range(150):
+            (folder / f"{index}.bin").write_bytes(os.urandom(16 << 10))
+    first = subprocess.Popen(
+        [*MOLEN, "data", "add", "one"], cwd=project.root, stderr=subprocess.PIPE, text=True
+    )
+    second = subprocess.Popen(
+        [*MOLEN, "data", "add", "two"], cwd=project.root, stderr=subprocess.PIPE, text=True
+    )
+    assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
+    assert second.wait(timeout=120) == 0, second.stderr.read() if second.stderr else ""
+    statuses = {s.path: s.state for s in session().status(["one", "two"])}
+    assert statuses == {"one": "unchanged", "two": "unchanged"}
+
+
+@pytest.mark.parametrize("command", ["push", "pull", "checkout"])
+def test_kill_during_transfer_or_checkout_then_rerun(project: Project, tmp_path: Path, command: str) -> None:
+    big = project.root / "big"
+    big.mkdir()
+    for index in range(600):
+        (big / f"f{index}.bin").write_bytes(os.urandom(32 << 10))
+    session().add(["big"])
+    add_remote(project, "origin", str(tmp_path / "remote"))
+    import shutil
+
+    if command != "push":
+        push(session())
+        shutil.rmtree(big)
+    if command == "pull":
+        shutil.rmtree(project.state_dir / "cache")
+    process = subprocess.Popen([*MOLEN, "data", command, "-j", "2"], cwd=project.root)
+    time.sleep(0.6)
+    process.kill()
+    process.wait(timeout=10)
+    from molen.stores.objects import open_object_store
+
+    for store in (open_workspace().objects, open_object_store(str(tmp_path / "remote"))):
+        for digest in store.digests():
+            assert store.check(digest), f"{store.url}: object {digest} does not match its hash"
+    rerun = molen("data", command, cwd=project.root)
+    assert rerun.returncode == 0, rerun.stderr
+    if command == "push":
+        assert "pushed" in rerun.stdout
+        assert push(session()).transferred == 0
+    else:
+        assert {s.state for s in session().status()} == {"unchanged"}
+        assert len(list(big.iterdir())) == 600
+
+
+def test_a_full_disk_is_one_clear_line_and_loses_nothing(project: Project, tmp_path: Path) -> None:
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("needs permission to mount a small tmpfs (root)")
+    try:
+        (project.root / "huge.bin").write_bytes(os.urandom(1 << 20))
+        (project.root / "molen.yaml").write_text(f"objects:\n  url: {small / 'cache'}\n")
+        result = molen("data", "add", "huge.bin", cwd=project.root)
+        assert result.returncode != 0
+        assert "disk is full" in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not (project.root / "huge.bin.molen").exists()
+        assert (project.root / "huge.bin").stat().st_size == 1 << 20  # the user's data is intact
+        leftovers = [p for p in (small / "cache").rglob("*") if p.is_file()]
+        assert leftovers == []  # no half-written object
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_credentials_never_reach_pointers_config_or_errors(
+    project: Project, s3_bucket: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    add_remote(project, "origin", f"s3://{s3_bucket}/data", endpoint_url=s3_endpoint)
+    session().add(["raw.csv"])
+    push(session())
+    for text in (project.root / "raw.csv.molen").read_text(), project.config_path.read_text():
+        assert "testing" not in text
+    add_remote(project, "down", "s3://nowhere/data", endpoint_url="http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = molen("data", "push", "--remote", "down", cwd=project.root)
+    assert result.returncode == 5
+    assert "cannot reach the object store" in result.stderr and "s3cr3t-value" not in result.stderr

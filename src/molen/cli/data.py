@@ -242,3 +242,14 @@ def gc(
     console().print(
         f"{verb} {result.removed:,} object(s), {result.removed_bytes:,} bytes; kept {result.kept:,}"
     )
+
+
+@app.command("unprotect")
+def unprotect(
+    ctx: typer.Context, paths: Annotated[list[str], typer.Argument(help="Tracked files or folders.")]
+) -> None:
+    """Make linked (read-only) data files private writable copies, to edit them safely."""
+    from molen.cli.render import console
+
+    replaced = _session(ctx).unprotect(paths)
+    console().print(f"{len(replaced)} file(s) are now private, writable copies")

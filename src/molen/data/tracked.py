@@ -394,6 +394,29 @@ class DataSession:
             present[name].absolute.unlink()
         return bool(todo or extra)
 
+    def unprotect(self, paths: list[str]) -> list[str]:
+        """Replace linked (read-only) workspace files under ``paths`` by private writable copies,
+        so they can be edited without touching the cache. Returns the files replaced."""
+        import shutil
+
+        replaced = []
+        with data_lock(self.project.state_dir, timeout=self.lock_timeout):
+            for given in paths:
+                base = self.absolute(self.relative(given))
+                files = [base] if base.is_file() else [s.absolute for s in self._scan(self.relative(given))]
+                for file in files:
+                    info = os.lstat(file)
+                    if not (
+                        stat_module.S_ISLNK(info.st_mode) or info.st_nlink > 1 or not info.st_mode & 0o200
+                    ):
+                        continue
+                    tmp = file.with_name(f".{file.name}.molen-tmp{os.getpid()}")
+                    shutil.copyfile(file, tmp)  # follows a symlink to the cached bytes
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, file)
+                    replaced.append(file.relative_to(self.project.root).as_posix())
+        return replaced
+
     def _is_cached(self, digest: str) -> bool:
         return self.cache.exists(digest)
 
