@@ -21,7 +21,7 @@ __all__ = ["STRATEGIES", "link_file", "parse_strategies"]
 
 STRATEGIES = ("reflink", "hardlink", "symlink", "copy")
 _FICLONE = 0x40049409
-_unsupported: set[tuple[str, int]] = set()  # (strategy, device) pairs known not to work
+unsupported_strategies: set[tuple[str, int]] = set()  # (strategy, device) pairs that failed
 
 
 def parse_strategies(text: str) -> tuple[str, ...]:
@@ -63,7 +63,7 @@ def link_file(source: Path, target: Path, strategies: tuple[str, ...]) -> str:
     device = os.stat(target.parent).st_dev
     tmp = target.with_name(f".{target.name}.molen-tmp{os.getpid()}")
     for strategy in strategies:
-        if (strategy, device) in _unsupported:
+        if (strategy, device) in unsupported_strategies:
             continue
         try:
             tmp.unlink(missing_ok=True)
@@ -80,7 +80,7 @@ def link_file(source: Path, target: Path, strategies: tuple[str, ...]) -> str:
                 errno.EPERM,
                 errno.EMLINK,
             }:
-                _unsupported.add((strategy, device))
+                unsupported_strategies.add((strategy, device))
                 continue
             raise
     raise UsageError(

@@ -8,24 +8,26 @@ hashed twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as stat_module
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from molen.data.links import link_file, parse_strategies
+from molen.data.links import link_file, parse_strategies, unsupported_strategies
 from molen.data.lock import data_lock
 from molen.data.manifest import Manifest, ManifestEntry
+from molen.data.parallel import run_parallel
 from molen.data.pointer import POINTER_SUFFIX, Pointer, pointer_path, read_pointer, write_pointer
 from molen.data.state import Signature, StateCache, signature
 from molen.errors import ConflictError, InvalidValueError, NotFoundError, StoreError, UsageError
-from molen.hashing import hash_file
+from molen.hashing import hash_bytes, hash_file
 from molen.progress import SILENT, Progress
 from molen.project import CONFIG_NAME, STATE_DIR, Project
 from molen.stores.objects.base import ObjectStore
-from molen.stores.objects.local import LocalObjectStore
+from molen.stores.objects.local import SMALL, LocalObjectStore
 from molen.workspace import Workspace
 
 __all__ = [
@@ -76,9 +78,13 @@ class DataSession:
         self.workspace = workspace
         self.cache: ObjectStore = workspace.objects
         self.jobs = int(workspace.settings["data.jobs"])
+        # local file work is mostly Python between short system calls: more threads than
+        # cores only fight over the interpreter lock
+        self.local_jobs = max(1, min(self.jobs, (os.cpu_count() or 1) * 2))
         self.links = parse_strategies(str(workspace.settings["data.link"]))
         self.lock_timeout = float(workspace.settings["data.lock_timeout"])
         self.state = StateCache(project.state_dir / "state.db")
+        self._device: int | None = None
 
     @classmethod
     def current(cls) -> DataSession:
@@ -211,13 +217,11 @@ class DataSession:
                 raise ConflictError(
                     f"{item.relative} changed while it was being read; nothing recorded for it, retry"
                 )
-            progress.advance()
             return item.relative, item.signature, digest
 
         progress.start("adding" if store else "hashing", len(todo))
         try:
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                done = list(pool.map(work, todo))
+            done = run_parallel(todo, work, jobs=self.local_jobs, progress=progress)
         except OSError as exc:
             raise _os_error(exc) from None
         finally:
@@ -351,7 +355,8 @@ class DataSession:
                     f"{tracked.path} has changes that are not in {tracked.path}{POINTER_SUFFIX}; "
                     "add them with `molen data add`, or pass --force to discard them"
                 )
-            self._materialize(tracked.pointer.hash, target, tracked.path)
+            placed = self._materialize(tracked.pointer.hash, target, tracked.path)
+            self.state.remember([(tracked.path, placed, tracked.pointer.hash)])
             return True
         manifest = self._manifest_or_pull_hint(tracked)
         wanted = manifest.by_path()
@@ -378,18 +383,18 @@ class DataSession:
         todo = [e for e in manifest.entries if digests.get(f"{tracked.path}/{e.path}") != e.digest]
         progress.start(f"checkout {tracked.path}", len(todo))
         try:
+            for folder in sorted({(target / entry.path).parent for entry in todo}):
+                folder.mkdir(parents=True, exist_ok=True)
 
             def place(entry: ManifestEntry) -> tuple[str, Signature, str]:
-                path = target / entry.path
-                self._materialize(entry.digest, path, f"{tracked.path}/{entry.path}")
-                progress.advance()
-                return f"{tracked.path}/{entry.path}", signature(os.stat(path)), entry.digest
+                relative = f"{tracked.path}/{entry.path}"
+                placed = self._materialize(entry.digest, target / entry.path, relative)
+                return relative, placed, entry.digest
 
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                placed = list(pool.map(place, todo))
+            done = run_parallel(todo, place, jobs=self.local_jobs, progress=progress)
         finally:
             progress.finish()
-        self.state.remember(placed)
+        self.state.remember(done)
         for name in extra:
             present[name].absolute.unlink()
         return bool(todo or extra)
@@ -429,36 +434,66 @@ class DataSession:
             )
         return manifest
 
-    def _materialize(self, digest: str, target: Path, relative: str) -> None:
-        """Put object ``digest`` at ``target`` (verified), by the configured link strategies."""
-        if not self.cache.exists(digest):
-            raise NotFoundError(
-                f"the data of {relative} ({digest[:12]}) is not in the cache; "
-                f"fetch it with `molen data pull {relative.split('/', 1)[0]}`"
-            )
-        if isinstance(self.cache, LocalObjectStore):
-            source = self.cache.path_of(digest)
-            if hash_file(source) != digest:
-                raise self.cache._corrupt(digest)
-            if target.is_symlink() or target.exists():
-                _make_writable(target)
-            link_file(source, target, self.links)
-        else:
-            self.cache.get_file(digest, target, verify=True)
-        info = os.stat(target)
-        self.state.remember([(relative, signature(info), digest)])
+    def _materialize(self, digest: str, target: Path, relative: str) -> Signature:
+        """Put object ``digest`` at ``target`` (verified), by the configured link strategies;
+        returns the new file's signature for the state cache."""
+        cache = self.cache
+        if not isinstance(cache, LocalObjectStore):
+            if not cache.exists(digest):
+                raise self._not_cached(digest, relative)
+            cache.get_file(digest, target, verify=True)
+            return signature(os.stat(target))
+        source = cache.path_of(digest)
+        try:
+            size = os.stat(source).st_size
+        except FileNotFoundError:
+            raise self._not_cached(digest, relative) from None
+        if self._copying() and size <= SMALL:
+            data = source.read_bytes()  # one read: verified and written from memory
+            if hash_bytes(data) != digest:
+                raise cache._corrupt(digest)
+            return _write_private(target, data)
+        if hash_file(source) != digest:
+            raise cache._corrupt(digest)
+        link_file(source, target, self.links)
+        return signature(os.stat(target))
+
+    def _copying(self) -> bool:
+        """Whether the first link strategy that works here is a plain copy."""
+        if self._device is None:
+            self._device = os.stat(self.project.root).st_dev
+        usable = [s for s in self.links if (s, self._device) not in unsupported_strategies]
+        return bool(usable) and usable[0] == "copy"
+
+    @staticmethod
+    def _not_cached(digest: str, relative: str) -> NotFoundError:
+        return NotFoundError(
+            f"the data of {relative} ({digest[:12]}) is not in the cache; "
+            f"fetch it with `molen data pull {relative.split('/', 1)[0]}`"
+        )
 
 
 _sessions: dict[int, DataSession] = {}
 
 
-def _make_writable(path: Path) -> None:
-    """Let ``path`` be replaced even where a hardlinked cache object made it read-only."""
+def _write_private(target: Path, data: bytes) -> Signature:
+    """Write a private, writable copy of ``data`` at ``target`` atomically; its signature."""
+    tmp = f"{target.parent}/.{target.name}.molen-tmp{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        if not path.is_symlink():
-            os.chmod(path.parent, os.stat(path.parent).st_mode | stat_module.S_IWUSR)
-    except OSError:
-        pass
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return signature(info)
 
 
 def _ignore_in_git(absolute: Path) -> None:

@@ -7,10 +7,10 @@ rerun sends only what is still missing: transfers resume by construction.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from molen.data.manifest import Manifest
+from molen.data.parallel import run_parallel
 from molen.data.remotes import open_remote
 from molen.data.tracked import DataSession, TrackedPath
 from molen.errors import ConflictError, CorruptObjectError, NotFoundError
@@ -53,12 +53,10 @@ def _copy_all(
             target.copy_from(source, digest)
         except (CorruptObjectError, ConflictError):
             corrupt.append(digest)
-        progress.advance()
 
     progress.start(verb, len(digests))
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, digests))
+        run_parallel(digests, one, jobs=jobs, progress=progress)
     finally:
         progress.finish()
     return corrupt
