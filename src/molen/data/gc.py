@@ -56,7 +56,18 @@ def _referenced(session: DataSession, all_commits: bool) -> set[str]:
 
 
 def collect_garbage(session: DataSession, *, all_commits: bool = False, dry_run: bool = False) -> GcResult:
-    """Remove unreferenced cache objects (or, with ``dry_run``, count them)."""
+    """Remove unreferenced cache objects (or, with ``dry_run``, count them).
+
+    Only a local cache: an object store shared by other projects (``objects.url`` on S3) holds
+    objects this project cannot know about, so gc refuses to touch it.
+    """
+    from molen.stores.objects.local import LocalObjectStore
+
+    if not isinstance(session.cache, LocalObjectStore):
+        raise UsageError(
+            f"gc cleans a local cache, and objects.url is {session.cache.url}, which other projects "
+            "may share; clean shared storage with its own lifecycle rules instead"
+        )
     with data_lock(session.project.state_dir, timeout=session.lock_timeout):
         keep = _referenced(session, all_commits)
         removed = 0

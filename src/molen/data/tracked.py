@@ -106,6 +106,7 @@ class DataSession:
         """``path`` relative to the project root (POSIX); refuses paths outside the project."""
         candidate = Path(path)
         absolute = Path(os.path.abspath(candidate if candidate.is_absolute() else Path.cwd() / candidate))
+        absolute = Path(os.path.realpath(absolute.parent)) / absolute.name  # /tmp -> /private/tmp
         if absolute.name.endswith(POINTER_SUFFIX) and len(absolute.name) > len(POINTER_SUFFIX):
             absolute = absolute.with_name(absolute.name[: -len(POINTER_SUFFIX)])
         root = self.project.root
@@ -144,9 +145,12 @@ class DataSession:
         root = self.project.root
         for folder, dirs, files in os.walk(root):
             names = set(files)
-            if folder == str(root):
-                dirs[:] = [d for d in dirs if d not in {".git", STATE_DIR}]
-            dirs[:] = sorted(d for d in dirs if d + POINTER_SUFFIX not in names)
+            # not into tracked folders, hidden folders (.git, .molen, .venv…) or known bulk
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if d + POINTER_SUFFIX not in names and not d.startswith(".") and d not in _SKIP
+            )
             for name in sorted(files):
                 if name.endswith(POINTER_SUFFIX) and name != POINTER_SUFFIX:
                     relative = os.path.relpath(os.path.join(folder, name), root)
@@ -474,6 +478,7 @@ class DataSession:
 
 
 _sessions: dict[int, DataSession] = {}
+_SKIP = {"node_modules", "venv", "__pycache__", "site-packages"}
 
 
 def _write_private(target: Path, data: bytes) -> Signature:
