@@ -62,7 +62,7 @@ class _Scanned:
     """A workspace file seen by a scan: its path in the project and its stat signature."""
 
     relative: str
-    absolute: Path
+    absolute: str | Path
     signature: Signature
     size: int
 
@@ -161,8 +161,10 @@ class DataSession:
 
     def _scan(self, relative: str) -> Iterator[_Scanned]:
         """Every file under the tracked folder ``relative`` (symlinked files followed)."""
-        base = self.absolute(relative)
-        stack = [base]
+        # plain strings, not pathlib: this loop runs once per file, tens of thousands of times
+        root = str(self.project.root)
+        cut = len(root) + 1
+        stack = [f"{root}/{relative}"]
         seen_dirs: set[tuple[int, int]] = set()
         while stack:
             folder = stack.pop()
@@ -184,11 +186,11 @@ class DataSession:
                             f"{entry.path} is a symlink loop; remove it or replace it with a folder"
                         )
                     seen_dirs.add(key)
-                    stack.append(Path(entry.path))
+                    stack.append(entry.path)
                 elif stat_module.S_ISREG(info.st_mode) and ".molen-tmp" not in entry.name:
-                    path = Path(entry.path)
+                    path = entry.path
                     yield _Scanned(
-                        path.relative_to(self.project.root).as_posix(), path, signature(info), info.st_size
+                        path[cut:], path, (info.st_ino, info.st_size, info.st_mtime_ns), info.st_size
                     )
 
     def _hashes(
@@ -400,7 +402,7 @@ class DataSession:
             progress.finish()
         self.state.remember(done)
         for name in extra:
-            present[name].absolute.unlink()
+            os.unlink(present[name].absolute)
         return bool(todo or extra)
 
     def unprotect(self, paths: list[str]) -> list[str]:
@@ -412,7 +414,9 @@ class DataSession:
         with data_lock(self.project.state_dir, timeout=self.lock_timeout):
             for given in paths:
                 base = self.absolute(self.relative(given))
-                files = [base] if base.is_file() else [s.absolute for s in self._scan(self.relative(given))]
+                files = (
+                    [base] if base.is_file() else [Path(s.absolute) for s in self._scan(self.relative(given))]
+                )
                 for file in files:
                     info = os.lstat(file)
                     if not (

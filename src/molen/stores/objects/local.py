@@ -56,7 +56,7 @@ class LocalObjectStore(ObjectStore):
             self.key_of(digest)  # refuses a malformed digest
         size = os.stat(path).st_size
         if size > SMALL:
-            return super().put_file(path, digest=digest)
+            return self._put_large(Path(path), digest)
         with open(path, "rb") as handle:
             data = handle.read()
         actual = hash_bytes(data)
@@ -66,6 +66,29 @@ class LocalObjectStore(ObjectStore):
         if not self._exists(key):
             self._write_bytes(key, data)
         return actual
+
+    def _put_large(self, source: Path, digest: str | None) -> str:
+        """A large file: copied by the kernel (copy_file_range) to a temporary name, the copy
+        hashed on all cores, then renamed under its hash. The hash is of the bytes stored, so
+        a file that changes meanwhile can never be stored under the wrong hash."""
+        if digest is not None and self._exists(self.key_of(digest)):
+            return digest
+        incoming = self.root / ".incoming"
+        incoming.mkdir(exist_ok=True)
+        tmp = incoming / f"{os.getpid()}-{threading.get_ident()}"
+        try:
+            shutil.copyfile(source, tmp)
+            actual = hash_file(tmp)
+            if digest is not None and actual != digest:
+                raise changed_while_storing(source)
+            key = self.key_of(actual)
+            if not self._exists(key):
+                os.chmod(tmp, _READ_ONLY)
+                os.makedirs(f"{self.root}/{key[:2]}", exist_ok=True)
+                os.replace(tmp, f"{self.root}/{key}")
+            return actual
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _write_bytes(self, key: str, data: bytes) -> None:
         """Write ``data`` under ``key``: a read-only temporary file, then an atomic rename."""
@@ -166,7 +189,7 @@ class LocalObjectStore(ObjectStore):
             for folder in folders:
                 if len(folder.name) != 2 or not folder.is_dir():
                     continue
-                with os.scandir(folder.path) as entries:
+                with os.scandir(folder.path) as entries:  # (.incoming holds only temporaries)
                     for entry in entries:
                         if not entry.name.startswith("."):
                             yield f"{folder.name}/{entry.name}"
