@@ -329,13 +329,13 @@ def test_a_file_changing_while_it_is_stored_is_refused(
 ) -> None:
     from molen.stores.objects.local import LocalObjectStore
 
-    original = LocalObjectStore._write_file
+    original = LocalObjectStore.put_file
 
-    def racing(self: LocalObjectStore, key: str, source: Path, digest: str) -> None:
-        source.write_text("written by someone else meanwhile\n")
-        original(self, key, source, digest)
+    def racing(self: LocalObjectStore, path: Path, *, digest: str | None = None) -> str:
+        Path(path).write_text("written by someone else meanwhile, longer\n")
+        return original(self, path, digest=digest)
 
-    monkeypatch.setattr(LocalObjectStore, "_write_file", racing)
+    monkeypatch.setattr(LocalObjectStore, "put_file", racing)
     with pytest.raises(ConflictError, match="changed while"):
         session().add(["raw.csv"])
     assert not (project.root / "raw.csv.molen").exists()

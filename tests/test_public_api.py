@@ -51,6 +51,9 @@ def test_error_tree_is_rooted_and_exported_sorted() -> None:
 
 
 def test_importing_molen_stays_light() -> None:
-    code = "import sys, molen; heavy = {'sqlalchemy', 'pandas', 'typer', 'fsspec', 'yaml'}; print(sorted(heavy & set(sys.modules)))"
+    code = (
+        "import sys, molen; heavy = {'sqlalchemy', 'pandas', 'typer', 'fsspec', 'yaml'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.strip() == "[]"
