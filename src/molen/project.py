@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from molen.atomic import write_atomic
 from molen.errors import ConflictError, ProjectNotFoundError
 
 __all__ = ["CONFIG_NAME", "STATE_DIR", "Project", "find_project", "init_project"]
@@ -77,7 +78,5 @@ def init_project(path: Path | str, *, experiment: str | None = None) -> Project:
     state.mkdir(exist_ok=True)
     (state / ".gitignore").write_text("# local molen state: never committed\n*\n")
     text = _CONFIG_TEMPLATE.format(experiment=json.dumps(experiment or root.name or "Default"))
-    tmp = config.with_name(f".{CONFIG_NAME}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, config)
+    write_atomic(config, text.encode())
     return Project(root)

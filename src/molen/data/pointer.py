@@ -10,10 +10,10 @@ files: 1
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from molen.atomic import write_atomic
 from molen.errors import InvalidValueError
 from molen.hashing import is_digest
 
@@ -72,10 +72,7 @@ def read_pointer(path: Path) -> Pointer:
 
 def write_pointer(path: Path, pointer: Pointer) -> None:
     """Write a pointer file atomically (temporary name, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(pointer.to_text())
-        os.replace(tmp, path)
+        write_atomic(path, pointer.to_text().encode())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InvalidValueError(f"cannot write {path}: {exc.strerror}") from None

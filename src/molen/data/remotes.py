@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from molen.atomic import write_atomic
 from molen.config import load_settings
 from molen.errors import ConflictError, InvalidNameError, NotFoundError, UsageError
 from molen.project import Project
@@ -51,9 +52,7 @@ def _save(project: Project, yaml: Any, document: Any) -> None:
 
     buffer = io.StringIO()
     yaml.dump(document, buffer)
-    tmp = project.config_path.with_name(f".molen.yaml.tmp{os.getpid()}")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, project.config_path)
+    write_atomic(project.config_path, buffer.getvalue().encode())
 
 
 def list_remotes(project: Project) -> list[Remote]:

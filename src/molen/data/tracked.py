@@ -8,14 +8,13 @@ hashed twice.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat as stat_module
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from molen.atomic import write_atomic
 from molen.data.links import link_file, parse_strategies, unsupported_strategies
 from molen.data.lock import data_lock
 from molen.data.manifest import Manifest, ManifestEntry
@@ -487,22 +486,7 @@ _SKIP = {"node_modules", "venv", "__pycache__", "site-packages"}
 
 def _write_private(target: Path, data: bytes) -> Signature:
     """Write a private, writable copy of ``data`` at ``target`` atomically; its signature."""
-    tmp = f"{target.parent}/.{target.name}.molen-tmp{os.getpid()}-{threading.get_ident()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            info = os.fstat(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return signature(info)
+    return signature(write_atomic(target, data))
 
 
 def _ignore_in_git(absolute: Path) -> None:
@@ -512,10 +496,7 @@ def _ignore_in_git(absolute: Path) -> None:
     lines = ignore.read_text().splitlines() if ignore.exists() else []
     if entry in lines:
         return
-    text = "\n".join([*lines, entry]) + "\n"
-    tmp = ignore.with_name(f".gitignore.molen-tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, ignore)
+    write_atomic(ignore, ("\n".join([*lines, entry]) + "\n").encode())
 
 
 def _os_error(exc: OSError) -> StoreError | InvalidValueError:

@@ -7,7 +7,6 @@ killed process nor a later edit through a link can leave bytes that do not match
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from typing import BinaryIO
 
 import blake3
 
+from molen.atomic import write_atomic
 from molen.errors import StoreUnavailableError
 from molen.hashing import hash_bytes, hash_file
 from molen.stores.objects.base import CHUNK_SIZE, ObjectStore, changed_while_storing
@@ -91,26 +91,13 @@ class LocalObjectStore(ObjectStore):
             tmp.unlink(missing_ok=True)
 
     def _write_bytes(self, key: str, data: bytes) -> None:
-        """Write ``data`` under ``key``: a read-only temporary file, then an atomic rename."""
+        """Write ``data`` under ``key``: read-only, atomically (temporary name, then rename)."""
         final = f"{self.root}/{key}"
-        tmp = f"{self.root}/{key[:2]}/.tmp-{key[3:19]}-{os.getpid()}-{threading.get_ident()}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _READ_ONLY)
+            write_atomic(final, data, mode=_READ_ONLY)
         except FileNotFoundError:  # the first object of this fan-out folder (or a deleted cache)
             os.makedirs(f"{self.root}/{key[:2]}", exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _READ_ONLY)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            write_atomic(final, data, mode=_READ_ONLY)
 
     def read_verified(self, digest: str) -> bytes:
         """The bytes of object ``digest``, checked against it (for copies out of the cache)."""
