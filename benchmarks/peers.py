@@ -7,9 +7,9 @@ so its benchmark script runs under the python of its own venv at ``<repo>/.bench
 requirement list; a later call with the same list only reads the stamp and returns at once.
 A call with a different list rebuilds the venv from scratch, so no stale package is left over.
 
-Command line (prepares the MLflow peer and prints its python)::
+Command line (prepares the named peers, MLflow by default, and prints their pythons)::
 
-    python benchmarks/peers.py [mlflow]
+    python benchmarks/peers.py [mlflow] [dvc]
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ STAMP_NAME = "molen-bench-stamp.json"
 #: The peers known to the benchmarks: name -> pip requirements.
 PEERS: dict[str, list[str]] = {
     "mlflow": ["mlflow==3.17.*"],
+    # DVC with its S3 remote plugin (the latest releases when this was written).
+    "dvc": ["dvc==3.67.*", "dvc-s3==3.3.*"],
 }
 
 
@@ -127,6 +129,14 @@ def ensure_peer_venv(name: str, requirements: list[str], *, base_python: str = "
 def ensure_mlflow_venv() -> Path:
     """The MLflow peer: ``mlflow==3.17.*`` in ``<repo>/.bench/mlflow/``."""
     return ensure_peer_venv("mlflow", PEERS["mlflow"])
+
+
+def ensure_dvc_venv() -> Path:
+    """The DVC peer: ``dvc`` and ``dvc-s3`` in ``<repo>/.bench/dvc/``.
+
+    Its ``dvc`` executable is ``<python>.parent / "dvc"`` (``dvc.exe`` on Windows).
+    """
+    return ensure_peer_venv("dvc", PEERS["dvc"])
 
 
 def main(argv: list[str] | None = None) -> int:
