@@ -1,4 +1,4 @@
-"""molen's main job, as a short demo: a fresh project, a few tracked runs, their comparison.
+"""molen's main job, as a short demo: a fresh project, versioned data, tracked runs, a comparison.
 
 Run it with ``bash scripts/demo.sh`` (or ``molen demo``). It trains a tiny logistic regression
 in pure Python three times with different learning rates, records every run (params, a loss
@@ -100,6 +100,8 @@ def run_demo(where: Path | None = None) -> Path:
     data = project.root / "data.csv"
     _make_data(data)
     (project.root / ".gitignore").write_text(".molen/\n")
+    _say("Version the data: a pointer for git, the bytes in the cache")
+    _molen("data", "add", "data.csv")
     git_env = {
         **os.environ,
         "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "molen demo"),
@@ -133,6 +135,7 @@ def run_demo(where: Path | None = None) -> Path:
     print(f"  The project is left in {project.root}; try, from there:")
     print(f"    molen runs show {ids[-1][:8]}")
     print("    molen runs list --format json")
+    print("    molen data log data.csv      # the data version, and the runs that used it")
     print(f"  (`{sys.executable} -m molen` works too, if `molen` is not on your PATH.)")
     return project.root
 
