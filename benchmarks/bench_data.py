@@ -19,7 +19,11 @@ Nothing is deleted until the whole run is over: every side gets its own folder u
 ``discard`` a mass delete slows down the file creation that follows it (see
 ``Bench.discard`` in the peer), which would bill one tool's clean-up to the other. The folder
 goes at the end (unless ``--keep``). S3 runs against a fresh in-memory moto server per tool
-(``s3_server.py``, on loopback, in this process), so neither tool lists the other's objects.
+(``s3_server.py``, on loopback, in this process), so neither tool lists the other's objects;
+the server's CPU time during each tool's S3 run is recorded (moto is one Python process: at
+~2.5 ms of CPU per request it, not the tool, sets the pace). A disk probe (2,000 small files
+created, kept) runs before every benchmark and records the file system's state; at the start
+the run waits (``--settle``) for a disk slowed down by an earlier mass delete to recover.
 
 Targets (DVC time / molen time, medians): add a 1 GiB file >= 5x; add 20k small files >= 5x;
 status with nothing changed >= 10x; push and pull (fetch into an empty cache) to a local
