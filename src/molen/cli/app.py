@@ -103,7 +103,7 @@ def init(
         str | None, typer.Option(help="Default experiment name (default: the folder name).")
     ] = None,
 ) -> None:
-    """Make a folder a molen project: molen.yaml and .molen/ (templates come with --template later)."""
+    """Make a folder a molen project: molen.yaml for settings, .molen/ for local state."""
     from molen.cli.render import console
     from molen.project import init_project
 
@@ -117,7 +117,7 @@ def demo(
         Path | None, typer.Option(help="Create the demo project here instead of a temp folder.")
     ] = None,
 ) -> None:
-    """Record a few tracked runs in a fresh temporary project and compare them."""
+    """Version a small data set and record, list and compare a few runs, in a fresh temporary project."""
     from molen.demo import run_demo
 
     run_demo(keep)
