@@ -7,7 +7,6 @@ import io
 import json
 import math
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -129,8 +128,3 @@ class RichProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-
-
-def ago(ms: int) -> str:
-    """How long ago a millisecond timestamp was: ``5s ago``, ``3h ago``."""
-    return format_duration(int(time.time() * 1000) - ms) + " ago"

@@ -172,8 +172,3 @@ def log(session: DataSession, path: str) -> list[LogEntry]:
         pointer = Pointer.from_text(blob.decode(), where=f"{commit[:8]}:{relative}{POINTER_SUFFIX}")
         entries.append(LogEntry(commit, date, author, subject, pointer, store.runs_using(pointer.hash)))
     return entries
-
-
-def manifest_of(session: DataSession, pointer: Pointer) -> Manifest | None:
-    """The manifest of a directory pointer, if the cache has it."""
-    return session._manifest(pointer.hash, missing_ok=True) if pointer.kind == "directory" else None

@@ -8,6 +8,7 @@ hashed twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as stat_module
 from collections.abc import Iterator
@@ -363,6 +364,8 @@ class DataSession:
                 )
             placed = self._materialize(tracked.pointer.hash, target, tracked.path)
             self.state.remember([(tracked.path, placed, tracked.pointer.hash)])
+            for leftover in target.parent.glob(f".{target.name}.molen-tmp*"):
+                leftover.unlink(missing_ok=True)  # from a checkout killed mid-write
             return True
         manifest = self._manifest_or_pull_hint(tracked)
         wanted = manifest.by_path()
@@ -401,6 +404,7 @@ class DataSession:
         finally:
             progress.finish()
         self.state.remember(done)
+        _remove_leftovers(target)  # temporaries of a checkout that was killed mid-write
         for name in extra:
             os.unlink(present[name].absolute)
         return bool(todo or extra)
@@ -483,6 +487,15 @@ class DataSession:
 
 _sessions: dict[int, DataSession] = {}
 _SKIP = {"node_modules", "venv", "__pycache__", "site-packages"}
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete ``.NAME.molen-tmp…`` files an interrupted write left in ``folder``."""
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if ".molen-tmp" in name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(parent, name))
 
 
 def _write_private(target: Path, data: bytes) -> Signature:

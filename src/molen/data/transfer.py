@@ -27,7 +27,6 @@ class TransferResult:
     remote: str
     transferred: int
     already_present: int
-    failed: list[str]
 
 
 def _objects(session: DataSession, tracked: list[TrackedPath], store: ObjectStore) -> set[str]:
@@ -91,7 +90,7 @@ def push(
             f"{len(corrupt)} object(s) in the local cache are corrupt (e.g. {corrupt[0][:12]}) and were "
             "not pushed; repair them with `molen data fetch --force` or re-add the data"
         )
-    return TransferResult(config.name, len(todo), len(needed) - len(todo), [])
+    return TransferResult(config.name, len(todo), len(needed) - len(todo))
 
 
 def fetch(
@@ -125,7 +124,7 @@ def fetch(
     if bad:
         raise _remote_corrupt(config.name, bad)
     fetched = len(set(todo) | set(first))
-    return TransferResult(config.name, fetched, len(needed) - fetched, [])
+    return TransferResult(config.name, fetched, len(needed) - fetched)
 
 
 def pull(

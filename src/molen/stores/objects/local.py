@@ -99,11 +99,6 @@ class LocalObjectStore(ObjectStore):
             os.makedirs(f"{self.root}/{key[:2]}", exist_ok=True)
             write_atomic(final, data, mode=_READ_ONLY)
 
-    def read_verified(self, digest: str) -> bytes:
-        """The bytes of object ``digest``, checked against it (for copies out of the cache)."""
-        data = self.get_bytes(digest, verify=True)
-        return data
-
     def _temporary(self, key: str) -> tuple[int, Path]:
         folder = self.root / key[:2]
         folder.mkdir(parents=True, exist_ok=True)  # the cache may have been deleted meanwhile
