@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from molen.data.manifest import Manifest, ManifestEntry
 from molen.data.pointer import read_pointer
 from molen.data.remotes import add_remote, list_remotes, remove_remote, set_default_remote
 from molen.data.tracked import DataSession
@@ -46,6 +48,27 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
 
 def session() -> DataSession:
     return DataSession(open_workspace())
+
+
+def corrupt(store_root: Path, digest: str, data: bytes = b"rotten") -> None:
+    """Damage object ``digest`` in the store folder ``store_root``, loose or packed."""
+    from molen.stores.objects.local import LocalObjectStore
+
+    store = LocalObjectStore(store_root)
+    location = store.packed().get(digest)
+    if location is None:
+        loose = store.path_of(digest)
+        os.chmod(loose, 0o644)
+        loose.write_bytes(data)
+        return
+    name, offset, length = location
+    pack = store_root / "packs" / f"{name}.pack"
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as handle:
+        handle.seek(offset)
+        flipped = bytes(b ^ 0xFF for b in handle.read(length))
+        handle.seek(offset)
+        handle.write(flipped)
 
 
 def molen(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -127,27 +150,34 @@ def test_link_strategies_protect_the_cache(
     project: Project, monkeypatch: pytest.MonkeyPatch, strategy: str
 ) -> None:
     monkeypatch.setenv("MOLEN_DATA_LINK", strategy)
-    session().add(["raw.csv"])
+    content = b"big," * (1 << 19)  # 2 MiB: stored loose, so it can be linked
+    (project.root / "big.csv").write_bytes(content)
+    session().add(["big.csv", "raw.csv"])
+    (project.root / "big.csv").unlink()
     (project.root / "raw.csv").unlink()
     session().checkout()
-    target = project.root / "raw.csv"
-    assert target.read_text() == "a,b\n1,2\n"
-    digest = read_pointer(project.root / "raw.csv.molen").hash
+    target = project.root / "big.csv"
+    assert target.read_bytes() == content
+    digest = read_pointer(project.root / "big.csv.molen").hash
     if strategy == "copy":
         target.write_text("edited\n")  # a private copy: editing it is fine
     elif os.geteuid() != 0:
         with pytest.raises(PermissionError):
             target.write_text("edited\n")  # read-only: an edit cannot reach the cache
-    assert open_workspace().objects.get_bytes(digest) == b"a,b\n1,2\n"
+    assert open_workspace().objects.get_bytes(digest) == content
     assert (target.is_symlink()) == (strategy == "symlink")
+    small = project.root / "raw.csv"  # a small file comes from a pack: always a private copy
+    assert small.read_text() == "a,b\n1,2\n" and not small.is_symlink()
+    small.write_text("edited\n")
+    assert open_workspace().objects.get_bytes(read_pointer(project.root / "raw.csv.molen").hash) == (
+        b"a,b\n1,2\n"
+    )
 
 
 def test_a_corrupt_cache_object_is_named_at_checkout(project: Project) -> None:
     session().add(["raw.csv"])
     digest = read_pointer(project.root / "raw.csv.molen").hash
-    cached = open_workspace().objects.path_of(digest)  # type: ignore[attr-defined]
-    os.chmod(cached, 0o644)
-    cached.write_bytes(b"rotten")
+    corrupt(project.state_dir / "cache", digest)
     (project.root / "raw.csv").unlink()
     with pytest.raises(CorruptObjectError, match=digest):
         session().checkout()
@@ -221,15 +251,11 @@ def test_a_corrupt_remote_object_never_enters_the_cache(project: Project, tmp_pa
     session().add(["raw.csv"])
     push(session())
     digest = read_pointer(project.root / "raw.csv.molen").hash
-    on_remote = tmp_path / "remote" / digest[:2] / digest[2:]
-    os.chmod(on_remote, 0o644)
-    on_remote.write_bytes(b"bad")
-    cached = open_workspace().objects.path_of(digest)  # type: ignore[attr-defined]
-    os.chmod(cached, 0o644)
-    cached.unlink()
+    corrupt(tmp_path / "remote", digest)
+    shutil.rmtree(project.state_dir / "cache")
     with pytest.raises(CorruptObjectError, match="on the remote origin are corrupt"):
         fetch(session())
-    assert not cached.exists()
+    assert not open_workspace().objects.exists(digest)
 
 
 def test_fetch_force_repairs_a_corrupt_cache(project: Project, tmp_path: Path) -> None:
@@ -237,15 +263,18 @@ def test_fetch_force_repairs_a_corrupt_cache(project: Project, tmp_path: Path) -
     session().add(["raw.csv"])
     push(session())
     digest = read_pointer(project.root / "raw.csv.molen").hash
-    cached = open_workspace().objects.path_of(digest)  # type: ignore[attr-defined]
-    os.chmod(cached, 0o644)
-    cached.write_bytes(b"rotten")
+    corrupt(project.state_dir / "cache", digest)
     add_remote(project, "other", str(tmp_path / "other"))
     with pytest.raises(CorruptObjectError, match="fetch --force"):
         push(session(), remote="other")  # corrupt bytes are never pushed
-    assert not (tmp_path / "other" / digest[:2] / digest[2:]).exists()
+    from molen.stores.objects.local import LocalObjectStore
+
+    assert not LocalObjectStore(tmp_path / "other").exists(digest)
     fetch(session(), force=True)
     assert open_workspace().objects.get_bytes(digest) == b"a,b\n1,2\n"
+    (project.root / "raw.csv").unlink()
+    session().checkout()  # the repaired copy is the one checked out
+    assert (project.root / "raw.csv").read_text() == "a,b\n1,2\n"
 
 
 def test_missing_remote_and_missing_objects(project: Project, tmp_path: Path) -> None:
@@ -324,18 +353,30 @@ def test_the_cli_commands(project: Project, tmp_path: Path) -> None:
     assert "Traceback" not in outside.stderr
 
 
+@pytest.mark.parametrize("size", ["small", "large"])
 def test_a_file_changing_while_it_is_stored_is_refused(
-    project: Project, monkeypatch: pytest.MonkeyPatch
+    project: Project, monkeypatch: pytest.MonkeyPatch, size: str
 ) -> None:
+    import molen.data.tracked as tracked
     from molen.stores.objects.local import LocalObjectStore
 
-    original = LocalObjectStore.put_file
+    if size == "large":  # stored loose, hashed again as it is copied
+        (project.root / "raw.csv").write_bytes(b"x" * (2 << 20))
+        original_put = LocalObjectStore.put_file
 
-    def racing(self: LocalObjectStore, path: Path, *, digest: str | None = None) -> str:
-        Path(path).write_text("written by someone else meanwhile, longer\n")
-        return original(self, path, digest=digest)
+        def racing_put(self: LocalObjectStore, path: Path, *, digest: str | None = None) -> str:
+            Path(path).write_text("written by someone else meanwhile, longer\n")
+            return original_put(self, path, digest=digest)
 
-    monkeypatch.setattr(LocalObjectStore, "put_file", racing)
+        monkeypatch.setattr(LocalObjectStore, "put_file", racing_put)
+    else:  # packed: read once, its signature checked on the open file
+        original_read = tracked._read_small
+
+        def racing_read(path: str | Path, size: int) -> tuple[bytes, tuple[int, int, int]]:
+            Path(path).write_text("written by someone else meanwhile, longer\n")
+            return original_read(path, size)
+
+        monkeypatch.setattr(tracked, "_read_small", racing_read)
     with pytest.raises(ConflictError, match="changed while"):
         session().add(["raw.csv"])
     assert not (project.root / "raw.csv.molen").exists()
@@ -433,3 +474,31 @@ def test_credentials_never_reach_pointers_config_or_errors(
     result = molen("data", "push", "--remote", "down", cwd=project.root)
     assert result.returncode == 5
     assert "cannot reach the object store" in result.stderr and "s3cr3t-value" not in result.stderr
+
+
+def test_a_corrupt_object_leaves_an_absent_folder_absent(project: Project) -> None:
+    session().add(["data"])
+    manifest = Manifest.from_bytes(
+        open_workspace().objects.get_bytes(read_pointer(project.root / "data.molen").hash)
+    )
+    victim = manifest.entries[5]
+    corrupt(project.state_dir / "cache", victim.digest)
+    shutil.rmtree(project.root / "data")
+    with pytest.raises(CorruptObjectError, match=victim.digest):
+        session().checkout(["data"])
+    assert sorted(p.name for p in project.root.iterdir() if p.name.startswith((".data", "data"))) == [
+        "data.molen"
+    ]  # neither a half folder nor a temporary one
+
+
+def test_manifest_bytes_are_canonical_json() -> None:
+    import json
+
+    entries = [ManifestEntry('b/"q"\\é.csv', "ab" * 32, 7), ManifestEntry("a.csv", "cd" * 32, 0)]
+    manifest = Manifest.of(entries)
+    ordered = sorted(entries, key=lambda e: e.path)
+    rows = [{"path": e.path, "digest": e.digest, "size": e.size} for e in ordered]
+    expected = json.dumps({"manifest": 1, "files": rows}, separators=(",", ":")).encode()
+    assert manifest.to_bytes() == expected
+    assert manifest.digest == hash_bytes(expected)
+    assert Manifest.from_bytes(expected) == manifest

@@ -90,6 +90,19 @@ class LocalBackend(Backend):
     def raw_keys(self) -> list[str]:
         return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
 
+    def corrupt_packed(self, digest: str) -> None:
+        name, offset, _ = LocalObjectStore(self.root).packed()[digest]
+        pack = self.root / "packs" / f"{name}.pack"
+        pack.chmod(0o644)
+        data = bytearray(pack.read_bytes())
+        data[offset] ^= 0xFF
+        pack.write_bytes(bytes(data))
+
+    def damage_index(self) -> None:
+        (index,) = (self.root / "packs").glob("*.idx")
+        index.chmod(0o644)
+        index.write_bytes(index.read_bytes()[:-1] + b"?")
+
 
 class S3Backend(Backend):
     name = "s3"
@@ -98,6 +111,7 @@ class S3Backend(Backend):
         import boto3
 
         self.bucket = bucket
+        self.endpoint = endpoint
         self.client: Any = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         self.store = open_object_store(f"s3://{bucket}/{PREFIX}", s3_endpoint_url=endpoint)
 
@@ -113,6 +127,18 @@ class S3Backend(Backend):
     def raw_keys(self) -> list[str]:
         listing = self.client.list_objects_v2(Bucket=self.bucket)
         return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def corrupt_packed(self, digest: str) -> None:
+        name, offset, _ = self.store.packed()[digest]
+        key = f"{PREFIX}/packs/{name}.pack"
+        data = bytearray(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        data[offset] ^= 0xFF
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
+
+    def damage_index(self) -> None:
+        (key,) = [k for k in self.raw_keys() if k.endswith(".idx")]
+        data = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data[:-1] + b"?")
 
 
 @pytest.fixture(
@@ -382,6 +408,108 @@ def test_exists_sees_an_object_removed_by_another_client(backend: Backend) -> No
     assert not store.exists(digest)
     store.put_bytes(b"shared object")
     assert store.get_bytes(digest) == b"shared object"
+
+
+def _many(count: int, seed: int = 0) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    blobs = [rng.randbytes(rng.randint(0, 3000)) for _ in range(count)]
+    return {b3(blob): blob for blob in blobs}
+
+
+def test_a_batch_packs_small_objects_into_few_files(backend: Backend) -> None:
+    store = backend.store
+    objects = _many(300)
+    big = os.urandom(3 << 20)
+    with store.packing() as batch:
+        for digest, blob in objects.items():
+            assert batch.add_bytes(blob) == digest
+        assert batch.add_bytes(big) == b3(big)  # above the threshold: stored loose
+    keys = backend.raw_keys()
+    assert len(keys) == 3  # one pack, its index, and the large object
+    assert sum(key.endswith(".pack") for key in keys) == 1
+    for digest, blob in objects.items():
+        assert store.exists(digest) and store.get_bytes(digest) == blob
+    assert set(store.digests()) == {*objects, b3(big)}
+    assert store.present([*objects, "0" * 64]) == set(objects)
+    fresh = open_object_store(store.url, s3_endpoint_url=getattr(backend, "endpoint", None))
+    assert dict(fresh.packed_bytes(objects)) == objects  # another client reads the same packs
+
+
+def test_a_batch_left_by_an_error_keeps_what_was_stored(backend: Backend) -> None:
+    store = backend.store
+    objects = _many(20, seed=1)
+    with pytest.raises(RuntimeError), store.packing() as batch:
+        for blob in objects.values():
+            batch.add_bytes(blob)
+        raise RuntimeError("interrupted")
+    assert all(store.get_bytes(digest) == blob for digest, blob in objects.items())
+    again = store.packing()
+    with again:
+        for blob in objects.values():
+            again.add_bytes(blob)
+    assert again.stored == 0  # nothing stored twice
+
+
+def test_a_damaged_packed_object_is_named_and_a_loose_copy_repairs_it(backend: Backend) -> None:
+    store = backend.store
+    objects = _many(12, seed=2)
+    with store.packing() as batch:
+        for blob in objects.values():
+            batch.add_bytes(blob)
+    victim = next(digest for digest, blob in objects.items() if len(blob) > 10)
+    backend.corrupt_packed(victim)
+    with pytest.raises(CorruptObjectError, match=victim):
+        store.get_bytes(victim)
+    assert not store.check(victim)
+    store._write_bytes(store.key_of(victim), objects[victim])  # what `fetch --force` writes
+    assert store.get_bytes(victim) == objects[victim]
+
+
+def test_a_damaged_pack_index_is_refused_by_name(backend: Backend) -> None:
+    store = backend.store
+    with store.packing() as batch:
+        batch.add_bytes(b"one")
+    backend.damage_index()
+    with pytest.raises(CorruptObjectError, match=r"pack index .*\.idx is damaged"):
+        store.refresh()
+
+
+def test_rewriting_packs_keeps_exactly_what_is_referenced(backend: Backend) -> None:
+    store = backend.store
+    objects = _many(50, seed=3)
+    with store.packing() as batch:
+        for blob in objects.values():
+            batch.add_bytes(blob)
+    keep = set(list(objects)[:20])
+    dry = store.rewrite_packs(keep, dry_run=True)
+    assert dry[0] == 30 and set(store.digests()) == set(objects)
+    removed, removed_bytes = store.rewrite_packs(keep)
+    assert removed == 30 and removed_bytes == sum(len(objects[d]) for d in set(objects) - keep)
+    assert set(store.digests()) == keep
+    assert all(store.get_bytes(digest) == objects[digest] for digest in keep)
+    assert store.rewrite_packs(set())[0] == 20 and backend.raw_keys() == []
+
+
+def test_local_killed_batch_leaves_only_a_temporary_the_next_batch_removes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = tmp_path / "store"
+    script = (
+        "import os, sys\n"
+        "from molen.stores.objects.local import LocalObjectStore\n"
+        f"batch = LocalObjectStore({str(root)!r}).packing()\n"
+        "batch.add_bytes(b'half a pack')\n"
+        "os._exit(9)\n"  # dies without installing the pack, like kill -9
+    )
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    store = LocalObjectStore(root)
+    assert list(store.digests()) == []
+    assert [p.name[:5] for p in (root / "packs").iterdir()] == [".tmp-"]
+    with store.packing() as batch:
+        batch.add_bytes(b"whole")
+    assert not [p for p in (root / "packs").iterdir() if p.name.startswith(".tmp-")]
+    assert store.get_bytes(b3(b"whole")) == b"whole"
 
 
 def test_open_object_store_picks_the_backend(backend: Backend) -> None:

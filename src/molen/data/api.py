@@ -81,7 +81,7 @@ def path(name: str | Path, rev: str | None = None) -> Path:
     session = DataSession.current()
     digest = _object_of(session, session.relative(name), rev)
     local = getattr(session.cache, "path_of", None)
-    if local is not None:
+    if local is not None and digest not in session.cache.packed():
         result: Path = local(digest)
         return result
     target = session.project.state_dir / "materialized" / digest

@@ -74,15 +74,17 @@ def collect_garbage(session: DataSession, *, all_commits: bool = False, dry_run:
         removed_bytes = 0
         kept = 0
         cache = session.cache
+        packed = cache.refresh()
         for digest in list(cache.digests()):
             if digest in keep:
                 kept += 1
                 continue
-            path_of = getattr(cache, "path_of", None)  # sizes are known for a local cache
-            if path_of is not None:
-                with contextlib.suppress(OSError):
-                    removed_bytes += path_of(digest).stat().st_size
+            if digest in packed:
+                continue  # packs are rewritten below
+            with contextlib.suppress(OSError):
+                removed_bytes += cache.path_of(digest).stat().st_size
             if not dry_run:
                 cache.remove(digest)
             removed += 1
-    return GcResult(removed, removed_bytes, kept, dry_run)
+        from_packs, from_packs_bytes = cache.rewrite_packs(keep, dry_run=dry_run)
+    return GcResult(removed + from_packs, removed_bytes + from_packs_bytes, kept, dry_run)

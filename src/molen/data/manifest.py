@@ -7,7 +7,9 @@ gives the same bytes and therefore the same hash: a directory's data version.
 from __future__ import annotations
 
 import json
+import json.encoder
 from dataclasses import dataclass
+from functools import cached_property
 
 from molen.errors import CorruptObjectError
 from molen.hashing import hash_bytes
@@ -35,10 +37,19 @@ class Manifest:
         return cls(tuple(sorted(entries, key=lambda entry: entry.path)))
 
     def to_bytes(self) -> bytes:
-        rows = [{"path": e.path, "digest": e.digest, "size": e.size} for e in self.entries]
-        return json.dumps({"manifest": 1, "files": rows}, separators=(",", ":")).encode()
+        return self._bytes
 
-    @property
+    @cached_property
+    def _bytes(self) -> bytes:
+        # the bytes json.dumps(..., separators=(",", ":")) gives, written out directly: several
+        # times faster for the tens of thousands of entries of a large folder
+        quote = json.encoder.encode_basestring_ascii
+        rows = ",".join(
+            f'{{"path":{quote(e.path)},"digest":"{e.digest}","size":{e.size}}}' for e in self.entries
+        )
+        return f'{{"manifest":1,"files":[{rows}]}}'.encode()
+
+    @cached_property
     def digest(self) -> str:
         return hash_bytes(self.to_bytes())
 

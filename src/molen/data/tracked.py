@@ -13,6 +13,7 @@ import os
 import stat as stat_module
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 from molen.atomic import write_atomic
@@ -206,29 +207,42 @@ class DataSession:
         todo: list[_Scanned] = []
         for item in files:
             known = remembered.get(item.relative)
-            if (
-                known is not None
-                and known[0] == item.signature
-                and (not store or self.cache.exists(known[1]))
-            ):
+            if known is not None and known[0] == item.signature:
                 result[item.relative] = known[1]
             else:
                 todo.append(item)
+        if store and result:  # remembered, but stored only if the cache still has them
+            cached = self.cache.present(result.values())
+            lost = {relative for relative, digest in result.items() if digest not in cached}
+            todo += [item for item in files if item.relative in lost]
+            for relative in lost:
+                del result[relative]
         if not todo:
             return result
 
+        batch = self.cache.packing() if store else None
+
+        def changed(item: _Scanned) -> ConflictError:
+            return ConflictError(
+                f"{item.relative} changed while it was being read; nothing recorded for it, retry"
+            )
+
         def work(item: _Scanned) -> tuple[str, Signature, str]:
-            digest = self.cache.put_file(item.absolute) if store else hash_file(item.absolute)
-            after = signature(os.stat(item.absolute))
-            if after != item.signature:
-                raise ConflictError(
-                    f"{item.relative} changed while it was being read; nothing recorded for it, retry"
-                )
+            if batch is not None and item.size <= batch.threshold:
+                # a small file: one open, one read, and the signature checked on the open file
+                data, after = _read_small(item.absolute, item.size)
+                if after != item.signature:
+                    raise changed(item)
+                return item.relative, item.signature, batch.add_bytes(data)
+            digest = batch.add_file(item.absolute) if batch is not None else hash_file(item.absolute)
+            if signature(os.stat(item.absolute)) != item.signature:
+                raise changed(item)
             return item.relative, item.signature, digest
 
         progress.start("adding" if store else "hashing", len(todo))
         try:
-            done = run_parallel(todo, work, jobs=self.local_jobs, progress=progress)
+            with batch or contextlib.nullcontext():
+                done = run_parallel(todo, work, jobs=self.local_jobs, progress=progress)
         except OSError as exc:
             raise _os_error(exc) from None
         finally:
@@ -368,6 +382,9 @@ class DataSession:
                 leftover.unlink(missing_ok=True)  # from a checkout killed mid-write
             return True
         manifest = self._manifest_or_pull_hint(tracked)
+        if not os.path.lexists(target):
+            self._checkout_fresh(tracked, manifest, progress)
+            return True
         wanted = manifest.by_path()
         if target.exists() and not target.is_dir():
             raise ConflictError(
@@ -408,6 +425,51 @@ class DataSession:
         for name in extra:
             os.unlink(present[name].absolute)
         return bool(todo or extra)
+
+    def _checkout_fresh(self, tracked: TrackedPath, manifest: Manifest, progress: Progress) -> None:
+        """Check out a folder that is absent: built under a temporary name beside it, then
+        renamed into place, so the folder appears whole or not at all (and no file needs a
+        rename of its own)."""
+        import shutil
+
+        target = self.absolute(tracked.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in target.parent.glob(f".{glob_escape(target.name)}.molen-tmp*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # from a checkout killed midway
+        staging = target.parent / f".{target.name}.molen-tmp{os.getpid()}"
+        base = str(staging)
+        os.mkdir(base)
+        for folder in sorted({os.path.dirname(entry.path) for entry in manifest.entries} - {""}):
+            os.makedirs(f"{base}/{folder}", exist_ok=True)
+        cache = self.cache
+        packed = cache.packed()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+        def place(entry: ManifestEntry) -> tuple[str, Signature, str]:
+            relative = f"{tracked.path}/{entry.path}"
+            path = f"{base}/{entry.path}"
+            if entry.digest not in packed:
+                return relative, self._materialize(entry.digest, Path(path), relative), entry.digest
+            view = memoryview(cache.get_bytes(entry.digest))  # verified against its hash
+            fd = os.open(path, flags, 0o644)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+            return relative, signature(info), entry.digest
+
+        progress.start(f"checkout {tracked.path}", len(manifest.entries))
+        try:
+            done = run_parallel(manifest.entries, place, jobs=self.local_jobs, progress=progress)
+            os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            progress.finish()
+        self.state.remember(done)
 
     def unprotect(self, paths: list[str]) -> list[str]:
         """Replace linked (read-only) workspace files under ``paths`` by private writable copies,
@@ -455,6 +517,8 @@ class DataSession:
                 raise self._not_cached(digest, relative)
             cache.get_file(digest, target, verify=True)
             return signature(os.stat(target))
+        if digest in cache.packed():  # a small file: written from its pack, a private copy
+            return _write_private(target, cache.get_bytes(digest))
         source = cache.path_of(digest)
         try:
             size = os.stat(source).st_size
@@ -496,6 +560,18 @@ def _remove_leftovers(folder: Path) -> None:
             if ".molen-tmp" in name:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(parent, name))
+
+
+def _read_small(path: str | Path, size: int) -> tuple[bytes, Signature]:
+    """The bytes of a small file and its signature after reading (taken on the open file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = [os.read(fd, size + 1)]
+        while parts[-1] and sum(map(len, parts)) <= size:  # a short read: keep reading
+            parts.append(os.read(fd, size + 1))
+        return b"".join(parts), signature(os.fstat(fd))
+    finally:
+        os.close(fd)
 
 
 def _write_private(target: Path, data: bytes) -> Signature:

@@ -14,8 +14,10 @@ from molen.data.parallel import run_parallel
 from molen.data.remotes import open_remote
 from molen.data.tracked import DataSession, TrackedPath
 from molen.errors import ConflictError, CorruptObjectError, NotFoundError
+from molen.hashing import hash_bytes
 from molen.progress import SILENT, Progress
 from molen.stores.objects.base import ObjectStore
+from molen.stores.objects.packs import PACK_MAX_OBJECT
 
 __all__ = ["TransferResult", "fetch", "pull", "push"]
 
@@ -61,6 +63,74 @@ def _copy_all(
     return corrupt
 
 
+def _copy_packed(
+    digests: list[str],
+    source: ObjectStore,
+    target: ObjectStore,
+    progress: Progress,
+    *,
+    loose: bool = False,
+) -> list[str]:
+    """Copy small objects into new packs of ``target``, reading each pack of ``source`` once;
+    every object is verified on the way. ``loose``: store them as loose objects instead (a
+    repair, which must not be shadowed by a damaged packed copy). Returns the corrupt ones."""
+    corrupt: list[str] = []
+    in_packs = [digest for digest in digests if digest in source.packed()]
+    packed = set(in_packs)
+    with target.packing() as batch:
+        for digest, data in source.packed_bytes(in_packs):
+            if hash_bytes(data) != digest:
+                try:  # a loose copy may have repaired it
+                    data = source.get_bytes(digest)
+                except CorruptObjectError:
+                    corrupt.append(digest)
+                    progress.advance()
+                    continue
+            if loose:
+                target._write_bytes(target.key_of(digest), data)
+            else:
+                batch.add_bytes(data, digest)
+            progress.advance()
+        for digest in digests:
+            if digest in packed:
+                continue
+            try:
+                data = source.get_bytes(digest)
+            except CorruptObjectError:
+                corrupt.append(digest)
+            else:
+                if loose:
+                    target._write_bytes(target.key_of(digest), data)
+                else:
+                    batch.add_bytes(data, digest)
+            progress.advance()
+    return corrupt
+
+
+def _transfer(
+    digests: list[str],
+    source: ObjectStore,
+    target: ObjectStore,
+    jobs: int,
+    progress: Progress,
+    verb: str,
+    *,
+    loose: bool = False,
+) -> list[str]:
+    """Copy ``digests`` from ``source`` to ``target``: small objects packed together, large
+    ones one by one in parallel. Returns the digests found corrupt at ``source``."""
+    small = [digest for digest in digests if source.size_of(digest) <= PACK_MAX_OBJECT]
+    large = sorted(set(digests) - set(small))
+    progress.start(verb, len(digests))
+    try:
+        corrupt = _copy_packed(small, source, target, progress, loose=loose) if small else []
+    finally:
+        progress.finish()
+    if large:
+        corrupt += _copy_all(large, source, target, jobs, progress, f"{verb} (large files)")
+    return corrupt
+
+
 def push(
     session: DataSession,
     paths: list[str] | None = None,
@@ -84,7 +154,7 @@ def push(
             "pull them first, or re-add the data with `molen data add`"
         )
     todo = sorted(needed - store.present(needed))
-    corrupt = _copy_all(todo, session.cache, store, jobs or session.jobs, progress, f"push to {config.name}")
+    corrupt = _transfer(todo, session.cache, store, jobs or session.jobs, progress, f"push to {config.name}")
     if corrupt:
         raise CorruptObjectError(
             f"{len(corrupt)} object(s) in the local cache are corrupt (e.g. {corrupt[0][:12]}) and were "
@@ -109,7 +179,7 @@ def fetch(
     jobs = jobs or session.jobs
     manifests = sorted({t.pointer.hash for t in tracked if t.pointer.kind == "directory"})
     first = manifests if force else sorted(set(manifests) - session.cache.present(manifests))
-    bad = _copy_all(first, store, session.cache, jobs, SILENT, "manifests")
+    bad = _transfer(first, store, session.cache, jobs, SILENT, "manifests", loose=True)
     if bad:
         raise _remote_corrupt(config.name, bad)
     needed = _objects(session, tracked, session.cache)
@@ -120,7 +190,7 @@ def fetch(
             f"{len(absent)} object(s) are not on the remote {config.name} (e.g. {absent[0][:12]}); "
             "whoever added that data has to `molen data push` it"
         )
-    bad = _copy_all(todo, store, session.cache, jobs, progress, f"fetch from {config.name}")
+    bad = _transfer(todo, store, session.cache, jobs, progress, f"fetch from {config.name}", loose=force)
     if bad:
         raise _remote_corrupt(config.name, bad)
     fetched = len(set(todo) | set(first))

@@ -1,24 +1,41 @@
 """The content-addressed object store: the same bytes are stored once, under their BLAKE3 hash.
 
-A backend implements five primitives on *keys* (``ab/cdef…``, the digest split after two
-characters): :meth:`_exists`, :meth:`_write_file`, :meth:`_write_bytes`, :meth:`_read_bytes`,
-:meth:`_fetch_file`, plus :meth:`_delete` and :meth:`_keys`. Everything users call (put, get,
-verify, listing) is derived here once, so every backend behaves the same and one conformance
-suite checks them all.
+A backend implements a few primitives on *keys* (``ab/cdef…``, the digest split after two
+characters, or ``packs/NAME.pack``): :meth:`_exists`, :meth:`_write_file`, :meth:`_write_bytes`,
+:meth:`_write_named`, :meth:`_read_bytes`, :meth:`_read_range`, :meth:`_fetch_file`,
+:meth:`_delete`, :meth:`_keys` and :meth:`_list`. Everything users call (put, get, verify,
+listing, packing many small objects) is derived here once, so every backend behaves the same
+and one conformance suite checks them all.
+
+Objects are stored *loose* (one file or S3 object each) or *packed* (see
+:mod:`molen.stores.objects.packs`): :meth:`ObjectStore.packing` gathers many small objects into
+pack files, which is how data sets of many small files are added, pushed and pulled.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
 
+from molen.atomic import write_atomic
 from molen.errors import ConflictError, CorruptObjectError, InvalidValueError, NotFoundError
 from molen.hashing import hash_bytes, hash_file, is_digest
+from molen.stores.objects.packs import (
+    PACK_MAX_OBJECT,
+    PACK_TARGET,
+    PACKS,
+    PackLocation,
+    PackWriter,
+    decode_index,
+)
 
-__all__ = ["CHUNK_SIZE", "ObjectStore", "changed_while_storing"]
+__all__ = ["CHUNK_SIZE", "ObjectStore", "PackBatch", "changed_while_storing"]
 
 CHUNK_SIZE = 4 << 20
 
@@ -31,9 +48,13 @@ def changed_while_storing(source: Path) -> ConflictError:
 class ObjectStore(ABC):
     """Content-addressed storage for data, models and artifacts."""
 
+    _ranges_are_cheap = False  # reading part of a pack costs no request (a mapped local file)
+
     def __init__(self, url: str, *, verify: bool = True) -> None:
         self.url = url
         self.verify = verify
+        self._pack_index: dict[str, PackLocation] | None = None
+        self._pack_lock = threading.Lock()
 
     # -- primitives a backend implements ------------------------------------------------------
 
@@ -66,7 +87,19 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def _keys(self) -> Iterator[str]:
-        """Every key in the store, in no particular order."""
+        """Every loose object's key, in no particular order (not the packs)."""
+
+    @abstractmethod
+    def _list(self, folder: str) -> list[str]:
+        """The keys directly in ``folder`` (``packs``); empty if there is no such folder."""
+
+    @abstractmethod
+    def _write_named(self, key: str, source: Path) -> None:
+        """Store the local file ``source`` under ``key`` atomically (it may be moved away)."""
+
+    @abstractmethod
+    def _read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``key`` from ``offset``; ``FileNotFoundError`` if absent."""
 
     # -- derived operations -------------------------------------------------------------------
 
@@ -79,13 +112,14 @@ class ObjectStore(ABC):
 
     def exists(self, digest: str) -> bool:
         """Whether the object ``digest`` is stored."""
-        return self._exists(self.key_of(digest))
+        key = self.key_of(digest)
+        return digest in self.packed() or self._exists(key)
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` (once) and return its digest."""
         digest = hash_bytes(data)
         key = self.key_of(digest)
-        if not self._exists(key):
+        if digest not in self.packed() and not self._exists(key):
             self._write_bytes(key, data)
         return digest
 
@@ -99,7 +133,7 @@ class ObjectStore(ABC):
         source = Path(path)
         known = hash_file(source) if digest is None else digest
         key = self.key_of(known)
-        if self._exists(key):
+        if known in self.packed() or self._exists(key):
             return known
         self._write_file(key, source, known)
         return known
@@ -107,11 +141,17 @@ class ObjectStore(ABC):
     def get_bytes(self, digest: str, *, verify: bool | None = None) -> bytes:
         """Return the bytes of ``digest``, checking the hash unless ``verify`` is false."""
         key = self.key_of(digest)
-        try:
+        checked = self.verify if verify is None else verify
+        packed = self._read_packed(digest)
+        if packed is not None and (not checked or hash_bytes(packed) == digest):
+            return packed
+        try:  # a loose copy: the only one, or a repaired copy of a damaged packed one
             data = self._read_bytes(key)
         except FileNotFoundError:
+            if packed is not None:
+                raise self._corrupt(digest) from None
             raise self._missing(digest) from None
-        if (self.verify if verify is None else verify) and hash_bytes(data) != digest:
+        if checked and hash_bytes(data) != digest:
             raise self._corrupt(digest)
         return data
 
@@ -121,6 +161,9 @@ class ObjectStore(ABC):
         """Write the object ``digest`` to ``destination`` atomically and return the path."""
         target = Path(destination)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if digest in self.packed():  # small: read from its pack (verified) and written whole
+            write_atomic(target, self.get_bytes(digest, verify=verify))
+            return target
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         os.close(fd)
         tmp = Path(tmp_name)
@@ -149,32 +192,156 @@ class ObjectStore(ABC):
         self._delete(self.key_of(digest))
 
     def digests(self) -> Iterator[str]:
-        """Every digest stored, in no particular order."""
+        """Every digest stored, loose or packed, in no particular order."""
+        packed = self.packed()
+        yield from packed
         for key in self._keys():
             digest = key.replace("/", "")
-            if is_digest(digest):
+            if is_digest(digest) and digest not in packed:
                 yield digest
+
+    # -- packs --------------------------------------------------------------------------------
+
+    def packed(self) -> dict[str, PackLocation]:
+        """Where each packed object is: digest -> (pack, offset, length). Read once, then kept
+        up to date by this process's own writes; :meth:`refresh` re-reads it."""
+        index = self._pack_index
+        if index is None:
+            index = self.refresh()
+        return index
+
+    def refresh(self) -> dict[str, PackLocation]:
+        """Re-read the pack indexes (another process may have added or removed packs)."""
+        index: dict[str, PackLocation] = {}
+        for key in sorted(self._list(PACKS)):
+            if key.endswith(".idx"):
+                name = key[len(PACKS) + 1 : -len(".idx")]
+                try:
+                    records = decode_index(self._read_bytes(key), f"{self.url}/{key}")
+                except FileNotFoundError:  # removed meanwhile by a gc
+                    continue
+                for digest, offset, length in records:
+                    index.setdefault(digest, (name, offset, length))
+        self._pack_index = index
+        return index
+
+    def packs(self) -> dict[str, list[str]]:
+        """Every pack and the digests it holds."""
+        found: dict[str, list[str]] = defaultdict(list)
+        for digest, (name, _, _) in self.packed().items():
+            found[name].append(digest)
+        return dict(found)
+
+    def packing(self, *, threshold: int = PACK_MAX_OBJECT) -> PackBatch:
+        """A batch that stores objects up to ``threshold`` bytes in new packs (and larger ones
+        loose); use it as a context manager, from any number of threads."""
+        return PackBatch(self, threshold)
+
+    def packed_bytes(self, digests: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+        """The (unverified) bytes of many packed objects, reading each pack once when many of
+        its objects are wanted (one download instead of one request per object)."""
+        index = self.packed()
+        groups: dict[str, list[str]] = defaultdict(list)
+        for digest in digests:
+            groups[index[digest][0]].append(digest)
+        for name, group in groups.items():
+            key = f"{PACKS}/{name}.pack"
+            if len(group) > 8 and not self._ranges_are_cheap:
+                whole = self._read_bytes(key)
+                for digest in group:
+                    _, offset, length = index[digest]
+                    yield digest, whole[offset : offset + length]
+            else:
+                for digest in group:
+                    _, offset, length = index[digest]
+                    yield digest, self._read_range(key, offset, length)
+
+    def _read_packed(self, digest: str) -> bytes | None:
+        location = self.packed().get(digest)
+        if location is None:
+            return None
+        name, offset, length = location
+        try:
+            return self._read_range(f"{PACKS}/{name}.pack", offset, length)
+        except FileNotFoundError:  # the pack was rewritten by a gc meanwhile
+            location = self.refresh().get(digest)
+            if location is None:
+                return None
+            name, offset, length = location
+            return self._read_range(f"{PACKS}/{name}.pack", offset, length)
+
+    def _pack_folder(self) -> Path:
+        """Where a new pack is assembled before it is installed (a local temporary folder)."""
+        return Path(tempfile.gettempdir())
+
+    def _install_pack(self, writer: PackWriter) -> None:
+        """Make a finished pack visible: the pack first, then its index."""
+        name, index = writer.close()
+        self._write_named(f"{PACKS}/{name}.pack", writer.path)
+        self._write_bytes(f"{PACKS}/{name}.idx", index)
+        with self._pack_lock:
+            known = self.packed()
+            for digest, offset, length in writer.records:
+                known.setdefault(digest, (name, offset, length))
+
+    def rewrite_packs(self, keep: set[str], *, dry_run: bool = False) -> tuple[int, int]:
+        """Drop packed objects not in ``keep``: packs left with nothing are deleted, others
+        rewritten with only what is kept. Returns (objects removed, bytes removed)."""
+        removed = removed_bytes = 0
+        index = self.refresh()
+        for name, digests in self.packs().items():
+            drop = [d for d in digests if d not in keep]
+            if not drop:
+                continue
+            removed += len(drop)
+            removed_bytes += sum(index[d][2] for d in drop)
+            if dry_run:
+                continue
+            kept = [d for d in digests if d in keep]
+            if kept:
+                with PackBatch(self, PACK_TARGET, repack=True) as batch:
+                    for digest, data in self.packed_bytes(kept):
+                        batch.add_bytes(data, digest)
+            self._delete(f"{PACKS}/{name}.idx")
+            self._delete(f"{PACKS}/{name}.pack")
+        self.refresh()
+        return removed, removed_bytes
 
     def copy_from(self, source: ObjectStore, digest: str) -> None:
         """Copy object ``digest`` from ``source`` into this store, verifying it on arrival.
 
         A corrupt object at ``source`` raises :class:`CorruptObjectError` and stores nothing.
         """
+        if digest in source.packed():
+            self._write_bytes(self.key_of(digest), source.get_bytes(digest, verify=True))
+            return
         with tempfile.TemporaryDirectory(prefix="molen-transfer-") as folder:
             local = source.get_file(digest, Path(folder) / "object", verify=True)
             self.put_file(local, digest=digest)
 
     def present(self, digests: Iterable[str]) -> set[str]:
-        """The digests among ``digests`` that are stored: by listing the store when asking
-        for many (one request per thousand objects on S3), else one by one."""
+        """The digests among ``digests`` that are stored: packed ones from the pack indexes,
+        loose ones by listing the store when asking for many (one request per thousand
+        objects on S3), else one by one."""
         wanted = set(digests)
-        if len(wanted) > 64:
-            return wanted & set(self.digests())
-        return {digest for digest in wanted if self.exists(digest)}
+        packed = self.packed()
+        found = {digest for digest in wanted if digest in packed}
+        rest = wanted - found
+        if len(rest) > 64:
+            loose = {key.replace("/", "") for key in self._keys()}
+            return found | (rest & loose)
+        return found | {digest for digest in rest if self._exists(self.key_of(digest))}
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         """The digests among ``digests`` that are not stored."""
         return [digest for digest in digests if not self.exists(digest)]
+
+    def size_of(self, digest: str) -> int:
+        """The size in bytes of stored object ``digest``."""
+        location = self.packed().get(digest)
+        if location is not None:
+            return location[2]
+        return len(self.get_bytes(digest, verify=False))
 
     def _missing(self, digest: str) -> NotFoundError:
         return NotFoundError(f"object {digest} is not in the object store {self.url}")
@@ -187,3 +354,89 @@ class ObjectStore(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class PackBatch:
+    """Objects stored together: small ones appended to new packs, large ones loose.
+
+    On leaving the ``with`` block the open pack is installed, also after an error (what was
+    stored so far is intact and a rerun skips it); a killed process leaves only a temporary
+    file, which the next batch or ``molen data gc`` deletes.
+    """
+
+    def __init__(self, store: ObjectStore, threshold: int, *, repack: bool = False) -> None:
+        self.store = store
+        self.threshold = threshold
+        self.repack = repack  # copying objects out of a pack that is about to go: store them all
+        self._known = {} if repack else store.packed()  # packed already (updated by our installs)
+        self._writer: PackWriter | None = None
+        self._lock = threading.Lock()
+        self.stored = 0
+
+    def __enter__(self) -> PackBatch:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is None or not isinstance(error, OSError):
+            self.flush()  # keep what was stored before the error: a rerun skips it
+        elif self._writer is not None:
+            self._writer.discard()  # a failing disk: do not try to write more
+            self._writer = None
+
+    def add_bytes(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` (its digest checked if given); returns the digest."""
+        actual = hash_bytes(data)
+        if digest is not None and actual != digest:
+            raise self.store._corrupt(digest)
+        self._add(actual, data)
+        return actual
+
+    def add_file(self, path: str | os.PathLike[str], *, digest: str | None = None) -> str:
+        """Store the file at ``path``; returns its digest. A file that does not hash to a given
+        ``digest`` is refused (:class:`ConflictError`), as in :meth:`ObjectStore.put_file`."""
+        if os.stat(path).st_size > self.threshold:
+            return self.store.put_file(path, digest=digest)
+        with open(path, "rb") as handle:
+            data = handle.read()
+        actual = hash_bytes(data)
+        if digest is not None and actual != digest:
+            raise changed_while_storing(Path(path))
+        self._add(actual, data)
+        return actual
+
+    def _add(self, digest: str, data: bytes) -> None:
+        if len(data) > self.threshold:
+            self.store.key_of(digest)
+            if not self.store.exists(digest):
+                self.store._write_bytes(self.store.key_of(digest), data)
+            return
+        if digest in self._known:
+            return
+        with self._lock:
+            if self._writer is None:
+                self._writer = PackWriter(self.store._pack_folder())
+            self._writer.add(digest, data)
+            self.stored += 1
+            if self._writer.size >= PACK_TARGET:
+                self._install()
+
+    def flush(self) -> None:
+        """Install the open pack now."""
+        with self._lock:
+            if self._writer is not None:
+                self._install()
+
+    def _install(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None or not writer.records:
+            if writer is not None:
+                writer.discard()
+            return
+        try:
+            self.store._install_pack(writer)
+        finally:
+            writer.path.unlink(missing_ok=True)
+        if not self.repack:
+            self._known = self.store.packed()

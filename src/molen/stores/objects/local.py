@@ -7,6 +7,7 @@ killed process nor a later edit through a link can leave bytes that do not match
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -20,7 +21,8 @@ import blake3
 from molen.atomic import write_atomic
 from molen.errors import StoreUnavailableError
 from molen.hashing import hash_bytes, hash_file
-from molen.stores.objects.base import CHUNK_SIZE, ObjectStore, changed_while_storing
+from molen.stores.objects.base import CHUNK_SIZE, ObjectStore, PackBatch, changed_while_storing
+from molen.stores.objects.packs import PACK_MAX_OBJECT, PACKS, PackLocation, remove_stale_temporaries
 
 __all__ = ["LocalObjectStore"]
 
@@ -29,7 +31,9 @@ SMALL = 4 << 20  # files up to this size are read whole: one read and one write 
 
 
 class LocalObjectStore(ObjectStore):
-    """Objects as files ``<root>/ab/cdef…``."""
+    """Objects as files ``<root>/ab/cdef…``, and packs in ``<root>/packs/``."""
+
+    _ranges_are_cheap = True
 
     def __init__(self, root: str | os.PathLike[str], *, verify: bool = True) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -41,6 +45,8 @@ class LocalObjectStore(ObjectStore):
                 f"cannot create the object store folder {self.root}: {exc.strerror}; "
                 "check the path and its permissions (setting objects.url)"
             ) from None
+        self._maps: dict[str, mmap.mmap] = {}
+        self._pack_stamp = (0, 0)
 
     def path_of(self, digest: str) -> Path:
         """The file holding object ``digest`` (it may not exist)."""
@@ -96,8 +102,69 @@ class LocalObjectStore(ObjectStore):
         try:
             write_atomic(final, data, mode=_READ_ONLY)
         except FileNotFoundError:  # the first object of this fan-out folder (or a deleted cache)
-            os.makedirs(f"{self.root}/{key[:2]}", exist_ok=True)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
             write_atomic(final, data, mode=_READ_ONLY)
+
+    # -- packs: assembled inside the store's own folder, so installing one is a rename
+
+    def packing(self, *, threshold: int = PACK_MAX_OBJECT) -> PackBatch:
+        remove_stale_temporaries(self.root / PACKS)
+        return super().packing(threshold=threshold)
+
+    def packed(self) -> dict[str, PackLocation]:
+        # re-read when the packs folder changed (another process added or removed a pack, or
+        # the cache was deleted): one stat, cheaper than any object read
+        try:
+            info = os.stat(self.root / PACKS)
+            stamp = (info.st_ino, info.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        if self._pack_index is None or stamp != self._pack_stamp:
+            self._pack_stamp = stamp
+            return self.refresh()
+        return self._pack_index
+
+    def _pack_folder(self) -> Path:
+        return self.root / PACKS
+
+    def _list(self, folder: str) -> list[str]:
+        try:
+            return [f"{folder}/{name}" for name in os.listdir(self.root / folder) if not name.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    def _write_named(self, key: str, source: Path) -> None:
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if source.parent != final.parent:
+            tmp = final.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}")
+            shutil.copyfile(source, tmp)
+            source = tmp
+        os.chmod(source, _READ_ONLY)
+        os.replace(source, final)
+
+    def _read_range(self, key: str, offset: int, length: int) -> bytes:
+        mapped = self._maps.get(key)
+        if mapped is None:
+            with self._pack_lock:
+                mapped = self._maps.get(key)
+                if mapped is None:
+                    with open(self.root / key, "rb") as handle:
+                        size = os.fstat(handle.fileno()).st_size
+                        mapped = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ) if size else None
+                    if mapped is None:
+                        return b""
+                    self._maps[key] = mapped
+        return mapped[offset : offset + length]
+
+    def size_of(self, digest: str) -> int:
+        location = self.packed().get(digest)
+        if location is not None:
+            return location[2]
+        try:
+            return os.stat(self.path_of(digest)).st_size
+        except FileNotFoundError:
+            raise self._missing(digest) from None
 
     def _temporary(self, key: str) -> tuple[int, Path]:
         folder = self.root / key[:2]
@@ -130,6 +197,9 @@ class LocalObjectStore(ObjectStore):
     def copy_from(self, source: ObjectStore, digest: str) -> None:
         """Fetch straight into this folder (temporary name, verify, rename): one write."""
         key = self.key_of(digest)
+        if digest in source.packed():
+            self._write_bytes(key, source.get_bytes(digest, verify=True))
+            return
         if isinstance(source, LocalObjectStore):
             small = source.path_of(digest)
             try:
@@ -156,7 +226,8 @@ class LocalObjectStore(ObjectStore):
             tmp.unlink(missing_ok=True)
 
     def _read_bytes(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
+        with open(self.root / key, "rb", buffering=0) as handle:
+            return handle.readall()
 
     def _fetch_file(self, key: str, destination: Path) -> None:
         shutil.copyfile(self.root / key, destination)

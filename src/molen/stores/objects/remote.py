@@ -17,6 +17,7 @@ import blake3
 
 from molen.errors import ConflictError, MissingDependencyError, MolenError, StoreUnavailableError
 from molen.stores.objects.base import CHUNK_SIZE, ObjectStore, changed_while_storing
+from molen.stores.objects.packs import PACKS
 
 __all__ = ["FsspecObjectStore"]
 
@@ -122,7 +123,7 @@ class FsspecObjectStore(ObjectStore):
         """Upload straight from a local cache file, hashed as it streams (no temporary copy)."""
         from molen.stores.objects.local import LocalObjectStore
 
-        if not isinstance(source, LocalObjectStore):
+        if not isinstance(source, LocalObjectStore) or digest in source.packed():
             super().copy_from(source, digest)
             return
         try:
@@ -150,6 +151,38 @@ class FsspecObjectStore(ObjectStore):
         with self._translated(), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(key))
 
+    def size_of(self, digest: str) -> int:
+        location = self.packed().get(digest)
+        if location is not None:
+            return location[2]
+        with self._translated():
+            try:
+                return int(self.fs.size(self._path(self.key_of(digest))))
+            except FileNotFoundError:
+                raise self._missing(digest) from None
+
+    def _list(self, folder: str) -> list[str]:
+        with self._translated():
+            try:
+                found = self.fs.ls(self._path(folder), detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
+        prefix = self.root + "/"
+        keys = [path[len(prefix) :] if path.startswith(prefix) else path for path in found]
+        return [key for key in keys if ".tmp-" not in key and key != folder]
+
+    def _write_named(self, key: str, source: Path) -> None:
+        target = self._target(key)
+        with self._translated(writing=True):
+            self.fs.put_file(str(source), target)
+            self._finish(target, key)
+
+    def _read_range(self, key: str, offset: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        with self._translated():
+            return bytes(self.fs.cat_file(self._path(key), start=offset, end=offset + length))
+
     def _keys(self) -> Iterator[str]:
         with self._translated():
             try:
@@ -159,7 +192,7 @@ class FsspecObjectStore(ObjectStore):
         prefix = self.root + "/"
         for path in found:
             key = path[len(prefix) :] if path.startswith(prefix) else path
-            if ".tmp-" not in key:
+            if ".tmp-" not in key and not key.startswith(f"{PACKS}/"):
                 yield key
 
 
