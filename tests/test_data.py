@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from molen.errors import (
     ConflictError,
     CorruptObjectError,
     InvalidNameError,
+    InvalidValueError,
     NotFoundError,
     UsageError,
 )
@@ -90,7 +92,11 @@ def test_add_writes_pointers_ignores_the_data_and_stores_it(project: Project) ->
     assert (project.root / ".gitignore").read_text().splitlines() == ["/raw.csv", "/data"]
 
 
-def test_status_tells_what_changed(project: Project) -> None:
+@pytest.mark.parametrize("find", [True, False], ids=["gnu-find", "python-scan"])
+def test_status_tells_what_changed(project: Project, monkeypatch: pytest.MonkeyPatch, find: bool) -> None:
+    import molen.data.tracked as tracked
+
+    monkeypatch.setattr(tracked, "_find_works", find)
     session().add(["raw.csv", "data"])
     assert {s.path: s.state for s in session().status()} == {"raw.csv": "unchanged", "data": "unchanged"}
     (project.root / "raw.csv").write_text("changed\n")
@@ -115,6 +121,35 @@ def test_status_does_not_rehash_unchanged_files(project: Project, monkeypatch: p
     monkeypatch.setattr(tracked, "hash_file", lambda path: calls.append(path) or "0" * 64)
     assert session().status()[0].state == "unchanged"
     assert calls == []  # the state cache answered for all 31 files
+
+
+@pytest.mark.parametrize("find", [True, False], ids=["gnu-find", "python-scan"])
+def test_status_of_an_unchanged_folder_is_answered_from_its_listing(
+    project: Project, monkeypatch: pytest.MonkeyPatch, find: bool
+) -> None:
+    import molen.data.tracked as tracked
+
+    monkeypatch.setattr(tracked, "_find_works", find)
+    session().add(["data"])
+    calls: list[str] = []
+    original = DataSession._hashes
+
+    def counting(self: DataSession, files: list[object], *args: object, **kwargs: object) -> object:
+        calls.append("per-file comparison")
+        return original(self, files, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DataSession, "_hashes", counting)
+    assert session().status()[0].state == "unchanged"
+    if find:
+        assert calls == []  # one listing hash answered for all 31 files
+    part = project.root / "data" / "sub" / "part-4.csv"
+    before = part.stat()
+    part.write_text("x\n9\n")  # same size, new content
+    os.utime(part, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    found = session().status()[0]
+    assert found.state == "modified" and found.modified == ["sub/part-4.csv"]
+    part.write_text("x\n4\n")
+    assert session().status()[0].state == "unchanged"
 
 
 def test_checkout_restores_deleted_and_changed_data(project: Project) -> None:
@@ -343,8 +378,15 @@ def test_the_cli_commands(project: Project, tmp_path: Path) -> None:
     pushed = molen("data", "push", "-j", "4", cwd=root)
     assert pushed.returncode == 0 and "pushed 33 object(s)" in pushed.stdout
     (root / "raw.csv").write_text("changed\n")
-    status = molen("data", "status", cwd=root)
-    assert "modified" in status.stdout and "raw.csv" in status.stdout
+    status = molen("data", "status", cwd=root)  # answered without building the command tree
+    assert status.stdout.splitlines() == ["   unchanged  data", "    modified  raw.csv"]
+    as_json = json.loads(molen("data", "status", "-f", "json", "data", cwd=root).stdout)
+    assert as_json == [{"path": "data", "state": "unchanged", "added": [], "removed": [], "modified": []}]
+    assert "Which tracked paths changed" in molen("data", "status", "--help", cwd=root).stdout
+    bad = molen("data", "status", "-f", "yaml", cwd=root)
+    assert bad.returncode == 2 and "yaml" in bad.stderr
+    lost = molen("data", "status", cwd=tmp_path)
+    assert lost.returncode != 0 and "molen init" in lost.stderr and "Traceback" not in lost.stderr
     refused = molen("data", "checkout", "raw.csv", cwd=root)
     assert refused.returncode == 4 and "--force" in refused.stderr
     assert molen("data", "checkout", "--force", cwd=root).returncode == 0
@@ -502,3 +544,15 @@ def test_manifest_bytes_are_canonical_json() -> None:
     assert manifest.to_bytes() == expected
     assert manifest.digest == hash_bytes(expected)
     assert Manifest.from_bytes(expected) == manifest
+
+
+def test_pointer_files_written_by_molen_and_edited_by_hand_both_parse() -> None:
+    from molen.data.pointer import Pointer
+
+    written = Pointer("directory", "ab" * 32, 1234, 7)
+    assert Pointer.from_text(written.to_text(), where="x") == written
+    by_hand = f"# restored by hand\nfiles: 7\nhash: {'ab' * 32}\nkind: directory\nmolen: 1\nsize: 1234\n"
+    assert Pointer.from_text(by_hand, where="x") == written
+    damaged = written.to_text().replace("hash: abab", "hash: zzab")
+    with pytest.raises(InvalidValueError, match="not a valid molen pointer"):
+        Pointer.from_text(damaged, where="data.molen")

@@ -7,7 +7,9 @@ value came from, which ``molen config show`` prints.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,23 +169,68 @@ class Settings(Mapping[str, Any]):
         return [(key, item.value, item.source) for key, item in self._resolved.items()]
 
 
-_file_cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+_file_cache: dict[Path, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
 
 
 def _read_config_file(project: Project) -> dict[str, Any]:
-    """``molen.yaml`` parsed; re-read only when its size or mtime changes."""
+    """``molen.yaml`` parsed; re-read only when it changes.
+
+    The parsed form is also kept as JSON in ``.molen/settings.json`` with the file's stat
+    signature, so most commands answer without importing a YAML parser (a tenth of the
+    start-up of a quick command).
+    """
     path = project.config_path
     try:
         stat = path.stat()
     except FileNotFoundError:
         return {}
-    signature = (stat.st_mtime_ns, stat.st_size)
+    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns)
+    if time.time_ns() - stat.st_mtime_ns < _RACY_NS:
+        # written moments ago: a second edit within the file system's time resolution would
+        # keep the same signature, so such a file is parsed each time until it settles
+        return _parse_config_file(path)
     cached = _file_cache.get(path)
     if cached is not None and cached[0] == signature:
         return cached[1]
-    data = _parse_config_file(path)
+    persisted = project.state_dir / "settings.json"
+    data = _read_persisted(persisted, signature)
+    if data is None:
+        data = _parse_config_file(path)
+        _persist(persisted, signature, data)
     _file_cache[path] = (signature, data)
     return data
+
+
+_RACY_NS = 2_000_000_000
+
+
+def _read_persisted(path: Path, signature: tuple[int, ...]) -> dict[str, Any] | None:
+    import json
+
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("signature") != list(signature):
+        return None
+    data = document.get("data")
+    return data if isinstance(data, dict) else None
+
+
+def _persist(path: Path, signature: tuple[int, ...], data: dict[str, Any]) -> None:
+    import json
+
+    from molen.atomic import write_atomic
+
+    try:
+        text = json.dumps({"signature": list(signature), "data": data})
+    except (TypeError, ValueError):  # YAML values JSON cannot hold (dates…): parse each time
+        return
+    if json.loads(text)["data"] != data:  # e.g. numeric keys would come back as strings
+        return
+    with contextlib.suppress(OSError):  # a read-only project: parse each time
+        if path.parent.is_dir():
+            write_atomic(path, text.encode())
 
 
 def _parse_config_file(path: Path) -> dict[str, Any]:

@@ -16,10 +16,14 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"molen {__version__}")
         return
-    from molen.cli.app import build
+    from molen.cli.quick import run_quick
     from molen.errors import MolenError
 
     try:
+        if run_quick(args):
+            return
+        from molen.cli.app import build
+
         build(args)(args=args, prog_name="molen")
     except MolenError as exc:
         from molen.cli.render import error

@@ -59,23 +59,10 @@ def status(
     format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
 ) -> None:
     """Which tracked paths changed, were added or deleted relative to their pointers."""
-    from molen.cli.render import RichProgress, console, print_json
+    from molen.cli.quick import print_status
+    from molen.cli.render import RichProgress
 
-    found = _session(ctx).status(paths or None, progress=RichProgress())
-    if format is ShowFormat.json:
-        print_json([vars(item) for item in found])
-        return
-    out = console()
-    styles = {"unchanged": "green", "modified": "yellow", "deleted": "red", "not-in-cache": "magenta"}
-    for item in found:
-        out.print(f"[{styles[item.state]}]{item.state:>12}[/]  {item.path}")
-        for label, names in (("added", item.added), ("removed", item.removed), ("modified", item.modified)):
-            for name in names[:20]:
-                out.print(f"{'':>14}{label}: {item.path}/{name}")
-            if len(names) > 20:
-                out.print(f"{'':>14}… and {len(names) - 20} more {label}")
-    if not found:
-        out.print("nothing is tracked yet: `molen data add PATH`")
+    print_status(_session(ctx).status(paths or None, progress=RichProgress()), format.value)
 
 
 @app.command("checkout")

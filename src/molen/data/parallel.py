@@ -7,7 +7,6 @@ thousands of small files, scheduling a task per file costs more than the file it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from molen.progress import Progress
@@ -23,6 +22,8 @@ def run_parallel(items: Sequence[T], work: Callable[[T], R], *, jobs: int, progr
     exception stops the rest and is raised."""
     if not items:
         return []
+    from concurrent.futures import ThreadPoolExecutor  # imported here: `molen data status` needs none
+
     jobs = max(1, min(jobs, len(items)))
     share = (len(items) + jobs - 1) // jobs
     failed: list[BaseException] = []

@@ -12,6 +12,10 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from molen.data.pointer import Pointer
 
 __all__ = ["StateCache", "signature"]
 
@@ -34,7 +38,29 @@ class StateCache:
             "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, inode INTEGER, size INTEGER, "
             "mtime_ns INTEGER, digest TEXT)"
         )
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, listing TEXT, kind TEXT, "
+            "digest TEXT, size INTEGER, files INTEGER)"
+        )
         self._lock = threading.Lock()
+
+    def folder(self, path: str) -> tuple[str, Pointer] | None:
+        """The listing hash a tracked folder had when its version was last computed, and that
+        version."""
+        from molen.data.pointer import Pointer
+
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT listing, kind, digest, size, files FROM folders WHERE path = ?", (path,)
+            ).fetchone()
+        return None if row is None else (row[0], Pointer(row[1], row[2], row[3], row[4]))
+
+    def remember_folder(self, path: str, listing: str, pointer: Pointer) -> None:
+        with self._lock:
+            self._connection.execute(
+                "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?)",
+                (path, listing, pointer.kind, pointer.hash, pointer.size, pointer.files),
+            )
 
     def lookup_prefix(self, prefix: str) -> dict[str, tuple[Signature, str]]:
         """Every remembered file whose path starts with ``prefix`` (``data/`` for a folder)."""
