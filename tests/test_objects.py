@@ -550,6 +550,33 @@ def test_local_put_leaves_no_temporary_files(local: LocalBackend, tmp_path: Path
     assert raw == sorted(f"{d[:2]}/{d[2:]}" for d in digests)
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-io", "page-cache"])
+def test_local_large_file_is_copied_and_hashed_in_one_pass(
+    local: LocalBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    import molen.stores.objects.local as local_module
+
+    if not direct:  # a file system without direct I/O (tmpfs, macOS…)
+        monkeypatch.setattr(local_module, "_copy_direct", lambda source, target: None)
+    data = random.Random(5).randbytes((9 << 20) + 1234)  # several chunks and a ragged tail
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    digest = local.store.put_file(source)
+    assert digest == b3(data)
+    assert local.path(digest).read_bytes() == data
+    assert not local.path(digest).stat().st_mode & 0o222
+    assert os.listdir(local.root / ".incoming") == []
+
+
+def test_local_large_file_changing_while_copied_is_refused(local: LocalBackend, tmp_path: Path) -> None:
+    data = b"z" * (6 << 20)
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    with pytest.raises(ConflictError, match="changed while"):
+        local.store.put_file(source, digest=b3(b"what it held when it was hashed"))
+    assert list(local.store.digests()) == [] and os.listdir(local.root / ".incoming") == []
+
+
 def test_local_conflict_stores_nothing_and_leaves_no_temporary_file(
     local: LocalBackend, tmp_path: Path
 ) -> None:
