@@ -285,11 +285,14 @@ class Bench:
 
 
 def _cache_objects(ws: Path) -> int:
-    """Objects in the cache (``.molen/cache/ab/cdef…``; not its ``.incoming`` scratch folder)."""
+    """Objects in the cache, loose (``.molen/cache/ab/cdef…``) or packed (``packs/``), as the
+    store itself lists them (untimed)."""
+    from molen.stores.objects.local import LocalObjectStore
+
     cache = ws / ".molen" / "cache"
     if not cache.is_dir():
         return 0
-    return sum(count_files(sub)[0] for sub in cache.iterdir() if not sub.name.startswith("."))
+    return sum(1 for _ in LocalObjectStore(cache).digests())
 
 
 def _check_files(ws: Path, made: Generated, what: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat as stat_module
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
@@ -271,21 +271,25 @@ class DataSession:
             digest = self._hashes([item], remembered, progress, store)[relative]
             return Pointer("file", digest, info.st_size, 1), None
         if stat_module.S_ISDIR(info.st_mode):
-            found = _find_listing(str(absolute))
+            listed = _find_listing(str(absolute))  # runs beside the scan and hashing below
             seen = None if store else self.state.folder(relative)
+            found = None if store else listed()
             if seen is not None and found is not None and seen[0] == f"find:{hash_bytes(found)}":
                 return seen[1], None  # every file as it was when this version was computed
             files = list(self._scan(relative))
             prefix = len(relative) + 1
-            if found is not None and _parse_find(found) == {
-                (f.relative[prefix:], f.signature) for f in files
-            }:
+            if seen is not None and found is None and seen[0] == _listing(files):
+                return seen[1], None  # the same, scanned in Python
+            try:
+                digests = self._hashes(files, self.state.lookup_prefix(relative + "/"), progress, store)
+            finally:
+                if store:
+                    found = listed()  # also on failure: the find processes are reaped
+            scanned = {(f.relative[prefix:], f.signature) for f in files}
+            if found is not None and _parse_find(found) == scanned:
                 listing = f"find:{hash_bytes(found)}"
             else:  # no GNU find, or it saw another state than the scan
                 listing = _listing(files)
-                if seen is not None and seen[0] == listing:
-                    return seen[1], None
-            digests = self._hashes(files, self.state.lookup_prefix(relative + "/"), progress, store)
             manifest = Manifest.of(
                 [ManifestEntry(f.relative[prefix:], digests[f.relative], f.size) for f in files]
             )
@@ -579,44 +583,66 @@ def _remove_leftovers(folder: Path) -> None:
 _find_works = True
 
 
-def _find_listing(folder: str) -> bytes | None:
-    """Every file under ``folder`` (symlinks followed) with its inode, size and mtime, listed
-    by GNU find, one process per core over the folder's entries: C processes stat files about
-    twice as fast as a Python loop, and in parallel (a Python loop holds the interpreter lock),
-    and stat-ing every file is most of what `molen data status` does. None where find is not
-    GNU find or fails (a symlink loop…): the caller scans in Python instead."""
+def _find_listing(folder: str) -> Callable[[], bytes | None]:
+    """Start listing every file under ``folder`` (symlinks followed) with its inode, size and
+    mtime, by GNU find, one process per core over the folder's entries; returns the function
+    that waits for the listing. C processes stat files about twice as fast as a Python loop,
+    and in parallel (a Python loop holds the interpreter lock), and stat-ing every file is most
+    of what `molen data status` does; `data add` lists while it hashes. The listing is None
+    where find is not GNU find or fails (a symlink loop…): the caller scans in Python."""
     global _find_works
-    if not _find_works:
-        return None
+    if not _find_works or not hasattr(os, "memfd_create"):  # GNU find goes with Linux here
+        return lambda: None
     import subprocess
 
     try:
         names = sorted(os.listdir(folder))
     except OSError:
-        return None
+        return lambda: None
     if not names:
-        return b""
+        return lambda: b""
     workers = max(1, min(len(names), os.cpu_count() or 1, 8))
     share = -(-len(names) // workers)
     groups = [names[start : start + share] for start in range(0, len(names), share)]
+    # each process writes to its own unnamed file, not a pipe: with pipes read one after the
+    # other, the second process would stall on a full pipe until the first one finished
+    outputs = [os.memfd_create("molen-find") for _ in groups]
+    running: list[subprocess.Popen[bytes]] = []
     try:
-        running = [
-            subprocess.Popen(
-                ["find", "-L", *(f"./{name}" for name in group), "-type", "f", "-printf", "%i %s %T@ %p\\0"],
-                cwd=folder,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env={**os.environ, "LC_ALL": "C"},
+        for group, output in zip(groups, outputs, strict=True):
+            command = ["find", "-L", *(f"./{name}" for name in group), "-type", "f"]
+            running.append(
+                subprocess.Popen(
+                    [*command, "-printf", "%i %s %T@ %p\\0"],
+                    cwd=folder,
+                    stdout=output,
+                    stderr=subprocess.DEVNULL,
+                    env={**os.environ, "LC_ALL": "C"},
+                )
             )
-            for group in groups
-        ]
     except OSError:
         _find_works = False
-        return None
-    outputs = [process.communicate()[0] for process in running]
-    if any(process.returncode != 0 for process in running):
-        return None
-    return b"".join(outputs)
+        for process in running:
+            process.wait()
+        for output in outputs:
+            os.close(output)
+        return lambda: None
+
+    def collect() -> bytes | None:
+        try:
+            if any(process.wait() != 0 for process in running):
+                return None
+            found = []
+            for output in outputs:
+                os.lseek(output, 0, os.SEEK_SET)
+                with open(output, "rb", closefd=False) as handle:
+                    found.append(handle.read())
+            return b"".join(found)
+        finally:
+            for output in outputs:
+                os.close(output)
+
+    return collect
 
 
 def _parse_find(found: bytes) -> set[tuple[str, Signature]]:
