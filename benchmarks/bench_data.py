@@ -499,7 +499,7 @@ def machine_facts(dvc_python: Path) -> dict[str, Any]:
         "dvc_s3": _package_version(dvc_python, "dvc-s3"),
         "dvc_requirements": PEERS["dvc"],
         "moto": _package_version(MOLEN_PYTHON, "moto"),
-        "s3fs": _package_version(MOLEN_PYTHON, "s3fs"),
+        "boto3": _package_version(MOLEN_PYTHON, "boto3"),  # molen's S3 client
         "loadavg_at_start": loadavg(),
     }
 

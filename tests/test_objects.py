@@ -141,12 +141,56 @@ class S3Backend(Backend):
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data[:-1] + b"?")
 
 
+class FsspecBackend(Backend):
+    """The generic fsspec backend (``gs://``, ``az://``…), on fsspec's in-memory file system."""
+
+    name = "fsspec"
+
+    def __init__(self, root: str) -> None:
+        import fsspec
+
+        from molen.stores.objects.remote import FsspecObjectStore
+
+        self.fs = fsspec.filesystem("memory")
+        self.root = root
+        self.store = FsspecObjectStore(f"memory://{root}")
+
+    def _path(self, key: str) -> str:
+        return f"/{self.root}/{key}"
+
+    def corrupt(self, digest: str, data: bytes) -> None:
+        self.fs.pipe_file(self._path(f"{digest[:2]}/{digest[2:]}"), data)
+
+    def delete_behind(self, digest: str) -> None:
+        self.fs.rm_file(self._path(f"{digest[:2]}/{digest[2:]}"))
+
+    def raw_keys(self) -> list[str]:
+        if not self.fs.exists(f"/{self.root}"):
+            return []
+        return sorted(path[len(self.root) + 2 :] for path in self.fs.find(f"/{self.root}"))
+
+    def corrupt_packed(self, digest: str) -> None:
+        name, offset, _ = self.store.packed()[digest]
+        path = self._path(f"packs/{name}.pack")
+        data = bytearray(self.fs.cat_file(path))
+        data[offset] ^= 0xFF
+        self.fs.pipe_file(path, bytes(data))
+
+    def damage_index(self) -> None:
+        (path,) = [p for p in self.fs.find(f"/{self.root}") if p.endswith(".idx")]
+        self.fs.pipe_file(path, self.fs.cat_file(path)[:-1] + b"?")
+
+
 @pytest.fixture(
-    params=[pytest.param("local"), pytest.param("s3", marks=pytest.mark.s3)],
+    params=[pytest.param("local"), pytest.param("s3", marks=pytest.mark.s3), pytest.param("fsspec")],
 )
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "local":
         return LocalBackend(tmp_path / "store")
+    if request.param == "fsspec":
+        import uuid
+
+        return FsspecBackend(f"molen-{uuid.uuid4().hex[:12]}")
     endpoint: str = request.getfixturevalue("s3_endpoint")
     bucket: str = request.getfixturevalue("s3_bucket")
     return S3Backend(endpoint, bucket)
@@ -517,10 +561,16 @@ def test_open_object_store_picks_the_backend(backend: Backend) -> None:
     if isinstance(backend, LocalBackend):
         assert isinstance(store, LocalObjectStore)
         assert store.url == str(backend.root.resolve())
-    else:
-        assert isinstance(backend, S3Backend)
-        assert not isinstance(store, LocalObjectStore)
+    elif isinstance(backend, S3Backend):
+        from molen.stores.objects.s3 import S3ObjectStore
+
+        assert isinstance(store, S3ObjectStore)
         assert store.url == f"s3://{backend.bucket}/{PREFIX}"
+    else:
+        from molen.stores.objects.remote import FsspecObjectStore
+
+        assert isinstance(store, FsspecObjectStore)
+        assert open_object_store(store.url).url == store.url
     assert store.url in repr(store)
 
 

@@ -10,6 +10,7 @@ import json
 import json.encoder
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 from molen.errors import CorruptObjectError
 from molen.hashing import hash_bytes
@@ -17,9 +18,11 @@ from molen.hashing import hash_bytes
 __all__ = ["Manifest", "ManifestEntry"]
 
 
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One file of a tracked folder: its path relative to the folder (POSIX), hash and size."""
+class ManifestEntry(NamedTuple):
+    """One file of a tracked folder: its path relative to the folder (POSIX), hash and size.
+
+    A named tuple, not a dataclass: a large folder has tens of thousands, created on every
+    read of its manifest, and a tuple is several times cheaper to make."""
 
     path: str
     digest: str
@@ -66,7 +69,7 @@ class Manifest:
         try:
             document = json.loads(data)
             rows = document["files"]
-            return cls(tuple(ManifestEntry(r["path"], r["digest"], int(r["size"])) for r in rows))
+            return cls(tuple([ManifestEntry(r["path"], r["digest"], int(r["size"])) for r in rows]))
         except (ValueError, KeyError, TypeError):
             raise CorruptObjectError(
                 f"object {digest} should be a directory manifest but is not; "

@@ -1,4 +1,4 @@
-"""Content-addressed object stores, picked by URL: a folder, or any fsspec URL (``s3://…``)."""
+"""Content-addressed object stores, picked by URL: a folder, S3 (boto3), or any other fsspec URL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ __all__ = ["ObjectStore", "open_object_store"]
 
 
 def open_object_store(url: str, *, s3_endpoint_url: str | None = None, verify: bool = True) -> ObjectStore:
-    """Open the object store at ``url``: a path or ``file://`` URL, or an fsspec URL.
+    """Open the object store at ``url``: a path or ``file://`` URL, ``s3://bucket/prefix``, or
+    another fsspec URL (``gs://…``, ``az://…``, with that fsspec backend installed).
 
     ``s3_endpoint_url`` points ``s3://`` URLs at an S3-compatible server (MinIO, moto).
     Example: ``open_object_store("s3://bucket/molen", s3_endpoint_url="http://minio:9000")``
@@ -19,6 +20,10 @@ def open_object_store(url: str, *, s3_endpoint_url: str | None = None, verify: b
         from molen.stores.objects.local import LocalObjectStore
 
         return LocalObjectStore(url.removeprefix("file://"), verify=verify)
+    if url.split("://", 1)[0] in {"s3", "s3a"}:
+        from molen.stores.objects.s3 import S3ObjectStore
+
+        return S3ObjectStore(url, endpoint_url=s3_endpoint_url, verify=verify)
     from molen.stores.objects.remote import FsspecObjectStore
 
     # no listing cache: another client may add or delete objects at any time

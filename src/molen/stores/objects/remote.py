@@ -1,4 +1,6 @@
-"""The object store on any fsspec filesystem: ``s3://`` (AWS, MinIO), ``gs://``, ``az://``, …
+"""The object store on any other fsspec filesystem: ``gs://``, ``az://``, ``memory://``, …
+
+(``s3://`` has its own backend on boto3, :mod:`molen.stores.objects.s3`.)
 
 Object stores such as S3 make a single PUT atomic: an object appears whole or not at all, so
 objects are written directly under their key. Filesystems without that guarantee get a
@@ -21,7 +23,8 @@ from molen.stores.objects.packs import PACKS
 
 __all__ = ["FsspecObjectStore"]
 
-_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+# where an upload becomes visible only once complete and can be abandoned (``discard``)
+_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 
 
@@ -115,6 +118,9 @@ class FsspecObjectStore(ObjectStore):
                     raise changed_while_storing(source)
             except BaseException:
                 _discard(dst)
+                if target != self._path(key):  # a temporary name: whatever it holds goes
+                    with contextlib.suppress(Exception):
+                        self.fs.rm_file(target)
                 raise
             dst.close()  # the upload completes (and becomes visible) only here
             self._finish(target, key)
@@ -197,12 +203,14 @@ class FsspecObjectStore(ObjectStore):
 
 
 def _discard(handle: Any) -> None:
-    """Abandon an unfinished upload so that nothing becomes visible."""
+    """Abandon an unfinished upload so that nothing becomes visible (where the file system
+    allows it; elsewhere the upload went to a temporary name, which the caller deletes)."""
     discard = getattr(handle, "discard", None)
     if discard is not None:
         with contextlib.suppress(Exception):
             discard()
-        handle.closed = True  # stop the file object from uploading on garbage collection
+        with contextlib.suppress(AttributeError):
+            handle.closed = True  # stop the file object from uploading on garbage collection
     else:
         with contextlib.suppress(Exception):
             handle.close()
