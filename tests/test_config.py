@@ -487,32 +487,26 @@ def test_cli_missing_project_folder(tmp_path: Path) -> None:
 def test_the_parsed_config_is_kept_and_refreshed_when_the_file_changes(project: Project) -> None:
     import molen.config as config
 
-    def settled() -> None:  # as if written a minute ago (a fresh file is parsed each time)
-        old = project.config_path.stat().st_mtime_ns - 60 * 10**9
-        os.utime(project.config_path, ns=(old, old))
-
     write_config(project, "tracking:\n  experiment: first\n")
-    assert load_settings(project.root)["tracking.experiment"] == "first"
-    assert not (project.state_dir / "settings.json").exists()  # just written: not kept yet
-    settled()
     assert load_settings(project.root)["tracking.experiment"] == "first"
     kept = json.loads((project.state_dir / "settings.json").read_text())
     assert kept["data"] == {"tracking": {"experiment": "first"}}
     config._file_cache.clear()  # a new process: answered from settings.json, no YAML parse
-    original = config._parse_config_file
-    config._parse_config_file = lambda path: (_ for _ in ()).throw(AssertionError("parsed again"))
+    original = config._parse_config_text
+    config._parse_config_text = lambda text, path: (_ for _ in ()).throw(AssertionError("parsed"))
     try:
         assert load_settings(project.root)["tracking.experiment"] == "first"
     finally:
-        config._parse_config_file = original
-    write_config(project, "tracking:\n  experiment: other\n")  # same size, new content
+        config._parse_config_text = original
+    before = project.config_path.stat()
+    write_config(project, "tracking:\n  experiment: other\n")  # same size, new content…
+    os.utime(project.config_path, ns=(before.st_atime_ns, before.st_mtime_ns))  # …and same mtime
     assert load_settings(project.root)["tracking.experiment"] == "other"
-    settled()
+    config._file_cache.clear()
     assert load_settings(project.root)["tracking.experiment"] == "other"
     (project.state_dir / "settings.json").write_text("{not json")  # a damaged copy is ignored
     config._file_cache.clear()
     assert load_settings(project.root)["tracking.experiment"] == "other"
     write_config(project, "tracking:\n  experiment: 2026-01-01\n")  # a date: not kept as JSON
-    settled()
     config._file_cache.clear()
     assert str(load_settings(project.root)["tracking.experiment"]) == "2026-01-01"

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from molen.errors import InvalidValueError, ProjectNotFoundError, UsageError
 from molen.project import CONFIG_NAME, Project, find_project
@@ -42,8 +40,7 @@ def _parse_positive_float(text: str) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One configurable value: its key, default, parser and help text."""
 
     key: str
@@ -136,8 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A setting's effective value and the source it came from."""
 
     value: Any
@@ -169,61 +165,62 @@ class Settings(Mapping[str, Any]):
         return [(key, item.value, item.source) for key, item in self._resolved.items()]
 
 
-_file_cache: dict[Path, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
+_file_cache: dict[Path, tuple[str, dict[str, Any]]] = {}
+
+
+def project_config(project: Project) -> dict[str, Any]:
+    """The project's ``molen.yaml`` as plain data (cached; do not modify it)."""
+    return _read_config_file(project)
 
 
 def _read_config_file(project: Project) -> dict[str, Any]:
-    """``molen.yaml`` parsed; re-read only when it changes.
+    """``molen.yaml`` parsed; parsed again only when its content changes.
 
-    The parsed form is also kept as JSON in ``.molen/settings.json`` with the file's stat
-    signature, so most commands answer without importing a YAML parser (a tenth of the
-    start-up of a quick command).
+    The parsed form is also kept as JSON in ``.molen/settings.json``, keyed by the hash of the
+    file's bytes, so most commands answer without importing a YAML parser (a tenth of the
+    start-up of a quick command). Keyed by content, not by mtime: an edit within the file
+    system's time resolution cannot be missed.
     """
     path = project.config_path
     try:
-        stat = path.stat()
+        text = path.read_bytes()
     except FileNotFoundError:
         return {}
-    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns)
-    if time.time_ns() - stat.st_mtime_ns < _RACY_NS:
-        # written moments ago: a second edit within the file system's time resolution would
-        # keep the same signature, so such a file is parsed each time until it settles
-        return _parse_config_file(path)
+    from molen.hashing import hash_bytes
+
+    signature = hash_bytes(text)
     cached = _file_cache.get(path)
     if cached is not None and cached[0] == signature:
         return cached[1]
     persisted = project.state_dir / "settings.json"
     data = _read_persisted(persisted, signature)
     if data is None:
-        data = _parse_config_file(path)
+        data = _parse_config_text(text.decode("utf-8", "replace"), path)
         _persist(persisted, signature, data)
     _file_cache[path] = (signature, data)
     return data
 
 
-_RACY_NS = 2_000_000_000
-
-
-def _read_persisted(path: Path, signature: tuple[int, ...]) -> dict[str, Any] | None:
+def _read_persisted(path: Path, signature: str) -> dict[str, Any] | None:
     import json
 
     try:
         document = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(document, dict) or document.get("signature") != list(signature):
+    if not isinstance(document, dict) or document.get("content") != signature:
         return None
     data = document.get("data")
     return data if isinstance(data, dict) else None
 
 
-def _persist(path: Path, signature: tuple[int, ...], data: dict[str, Any]) -> None:
+def _persist(path: Path, signature: str, data: dict[str, Any]) -> None:
     import json
 
     from molen.atomic import write_atomic
 
     try:
-        text = json.dumps({"signature": list(signature), "data": data})
+        text = json.dumps({"content": signature, "data": data})
     except (TypeError, ValueError):  # YAML values JSON cannot hold (dates…): parse each time
         return
     if json.loads(text)["data"] != data:  # e.g. numeric keys would come back as strings
@@ -233,12 +230,12 @@ def _persist(path: Path, signature: tuple[int, ...], data: dict[str, Any]) -> No
             write_atomic(path, text.encode())
 
 
-def _parse_config_file(path: Path) -> dict[str, Any]:
+def _parse_config_text(text: str, path: Path) -> dict[str, Any]:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(path.read_text(), Loader=loader) or {}
+        data = yaml.load(text, Loader=loader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

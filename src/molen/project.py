@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from molen.atomic import write_atomic
 from molen.errors import ConflictError, ProjectNotFoundError
@@ -31,8 +31,7 @@ tracking:
 """
 
 
-@dataclass(frozen=True)
-class Project:
+class Project(NamedTuple):
     """A project root; paths derived from it."""
 
     root: Path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +21,15 @@ _object_stores: dict[tuple[str, str | None, bool], ObjectStore] = {}
 _lock = threading.Lock()
 
 
-@dataclass
 class Workspace:
     """Settings plus the metadata and object stores they name (opened on first use)."""
 
-    settings: Settings
-    _metadata: SqlMetadataStore | None = field(default=None, repr=False)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._metadata: SqlMetadataStore | None = None
+
+    def __repr__(self) -> str:
+        return f"Workspace({self.settings.project})"
 
     @property
     def metadata(self) -> SqlMetadataStore:

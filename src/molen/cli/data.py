@@ -149,7 +149,7 @@ def ls(
 
     tracked = _session(ctx).tracked()
     if format is ShowFormat.json:
-        print_json([{"path": t.path, **vars(t.pointer)} for t in tracked])
+        print_json([{"path": t.path, **t.pointer._asdict()} for t in tracked])
         return
     from rich.table import Table
 
@@ -197,7 +197,7 @@ def log(
 
     entries = log_data(_session(ctx), path)
     if format is ShowFormat.json:
-        print_json([{**vars(e), "pointer": vars(e.pointer)} for e in entries])
+        print_json([{**vars(e), "pointer": e.pointer._asdict()} for e in entries])
         return
     from rich.table import Table
 

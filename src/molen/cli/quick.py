@@ -38,11 +38,16 @@ def run_quick(args: list[str]) -> bool:
             paths.append(arg)
         if form not in {"table", "json"}:
             return False  # the full command explains the bad value
-    from molen.cli.render import RichProgress
     from molen.data.tracked import DataSession
+    from molen.progress import SILENT, Progress
     from molen.workspace import open_workspace
 
-    found = DataSession(open_workspace()).status(paths or None, progress=RichProgress())
+    progress: Progress = SILENT
+    if sys.stderr.isatty():  # a bar only where someone watches
+        from molen.cli.render import RichProgress
+
+        progress = RichProgress()
+    found = DataSession(open_workspace()).status(paths or None, progress=progress)
     print_status(found, form)
     return True
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 from pathlib import Path
 
 from molen.errors import UsageError
@@ -41,6 +40,8 @@ def _reflink(source: Path, target: Path) -> None:
 
 
 def _place(strategy: str, source: Path, target: Path) -> None:
+    import shutil
+
     if strategy == "reflink":
         _reflink(source, target)
         os.chmod(target, 0o644)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
@@ -29,11 +28,20 @@ class ManifestEntry(NamedTuple):
     size: int
 
 
-@dataclass(frozen=True)
 class Manifest:
-    """The files of a tracked folder, sorted by path."""
+    """The files of a tracked folder, sorted by path (immutable)."""
 
-    entries: tuple[ManifestEntry, ...]
+    def __init__(self, entries: tuple[ManifestEntry, ...]) -> None:
+        self.entries = entries
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Manifest) and other.entries == self.entries
+
+    def __hash__(self) -> int:
+        return hash(self.entries)
+
+    def __repr__(self) -> str:
+        return f"Manifest({len(self.entries)} files)"
 
     @classmethod
     def of(cls, entries: list[ManifestEntry]) -> Manifest:

@@ -10,8 +10,8 @@ files: 1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from molen.atomic import write_atomic
 from molen.errors import InvalidValueError
@@ -23,8 +23,7 @@ POINTER_SUFFIX = ".molen"
 _HEADER = "# molen data pointer: commit this file; the data lives in the cache and on remotes\n"
 
 
-@dataclass(frozen=True)
-class Pointer:
+class Pointer(NamedTuple):
     """What a pointer file records about one tracked path."""
 
     kind: str

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from molen.atomic import write_atomic
-from molen.config import load_settings
+from molen.config import load_settings, project_config
 from molen.errors import ConflictError, InvalidNameError, NotFoundError, UsageError
 from molen.project import Project
 from molen.stores.objects import ObjectStore, open_object_store
@@ -57,7 +57,7 @@ def _save(project: Project, yaml: Any, document: Any) -> None:
 
 def list_remotes(project: Project) -> list[Remote]:
     """The remotes configured in ``molen.yaml``, the default marked."""
-    _, document = _document(project)
+    document = project_config(project)  # the cached parse: no round-trip YAML parser to read
     default = (document.get("data") or {}).get("remote")
     found = []
     for name, entry in (document.get("remotes") or {}).items():

@@ -12,7 +12,6 @@ import contextlib
 import os
 import stat as stat_module
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import NamedTuple
@@ -40,23 +39,26 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class TrackedPath:
+class TrackedPath(NamedTuple):
     """A path with a pointer file: where it is (relative to the project root) and what it says."""
 
     path: str
     pointer: Pointer
 
 
-@dataclass
 class PathStatus:
-    """How a tracked path differs from its pointer."""
+    """How a tracked path differs from its pointer: ``state`` is unchanged, modified, deleted
+    or not-in-cache; for a modified folder, the files added, removed and modified in it."""
 
-    path: str
-    state: str  # unchanged | modified | deleted | not-in-cache
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    modified: list[str] = field(default_factory=list)
+    def __init__(self, path: str, state: str) -> None:
+        self.path = path
+        self.state = state
+        self.added: list[str] = []
+        self.removed: list[str] = []
+        self.modified: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"PathStatus({self.path!r}, {self.state!r})"
 
 
 class _Scanned(NamedTuple):

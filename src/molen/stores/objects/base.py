@@ -15,7 +15,6 @@ pack files, which is how data sets of many small files are added, pushed and pul
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -159,6 +158,8 @@ class ObjectStore(ABC):
         self, digest: str, destination: str | os.PathLike[str], *, verify: bool | None = None
     ) -> Path:
         """Write the object ``digest`` to ``destination`` atomically and return the path."""
+        import tempfile
+
         target = Path(destination)
         target.parent.mkdir(parents=True, exist_ok=True)
         if digest in self.packed():  # small: read from its pack (verified) and written whole
@@ -272,6 +273,8 @@ class ObjectStore(ABC):
 
     def _pack_folder(self) -> Path:
         """Where a new pack is assembled before it is installed (a local temporary folder)."""
+        import tempfile
+
         return Path(tempfile.gettempdir())
 
     def _install_pack(self, writer: PackWriter) -> None:
@@ -312,6 +315,8 @@ class ObjectStore(ABC):
 
         A corrupt object at ``source`` raises :class:`CorruptObjectError` and stores nothing.
         """
+        import tempfile
+
         if digest in source.packed():
             self._write_bytes(self.key_of(digest), source.get_bytes(digest, verify=True))
             return

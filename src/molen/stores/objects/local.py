@@ -7,11 +7,12 @@ killed process nor a later edit through a link can leave bytes that do not match
 
 from __future__ import annotations
 
+# shutil and tempfile are imported where they are used: `molen data status` loads this module
+# and needs neither, and it is timed in milliseconds
+
 import errno
 import mmap
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,8 @@ class LocalObjectStore(ObjectStore):
         """A large file: copied by the kernel (copy_file_range) to a temporary name, the copy
         hashed on all cores, then renamed under its hash. The hash is of the bytes stored, so
         a file that changes meanwhile can never be stored under the wrong hash."""
+        import shutil
+
         if digest is not None and self._exists(self.key_of(digest)):
             return digest
         incoming = self.root / ".incoming"
@@ -138,6 +141,8 @@ class LocalObjectStore(ObjectStore):
             return []
 
     def _write_named(self, key: str, source: Path) -> None:
+        import shutil
+
         final = self.root / key
         final.parent.mkdir(parents=True, exist_ok=True)
         if source.parent != final.parent:
@@ -171,6 +176,8 @@ class LocalObjectStore(ObjectStore):
             raise self._missing(digest) from None
 
     def _temporary(self, key: str) -> tuple[int, Path]:
+        import tempfile
+
         folder = self.root / key[:2]
         folder.mkdir(parents=True, exist_ok=True)  # the cache may have been deleted meanwhile
         fd, name = tempfile.mkstemp(prefix=".tmp-", dir=folder)
@@ -234,6 +241,8 @@ class LocalObjectStore(ObjectStore):
             return handle.readall()
 
     def _fetch_file(self, key: str, destination: Path) -> None:
+        import shutil
+
         shutil.copyfile(self.root / key, destination)
 
     def _delete(self, key: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -75,6 +74,8 @@ class PackWriter:
     """Objects appended to a temporary pack file, until the store installs it."""
 
     def __init__(self, folder: Path) -> None:
+        import tempfile
+
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".pack", dir=folder)
         self.path = Path(name)
