@@ -556,3 +556,43 @@ def test_pointer_files_written_by_molen_and_edited_by_hand_both_parse() -> None:
     damaged = written.to_text().replace("hash: abab", "hash: zzab")
     with pytest.raises(InvalidValueError, match="not a valid molen pointer"):
         Pointer.from_text(damaged, where="data.molen")
+
+
+def test_plain_data_commands_are_answered_without_the_command_tree(project: Project, tmp_path: Path) -> None:
+    from molen.cli.quick import run_quick
+
+    for args in (  # what only the full command line explains goes there
+        ["data", "push", "--help"],
+        ["data", "push", "-j", "0"],
+        ["data", "push", "--remote"],
+        ["data", "status", "-f", "yaml"],
+        ["data", "push", "--bogus"],
+        ["data", "add", "raw.csv"],
+        ["runs", "list"],
+    ):
+        assert run_quick(args) is False, args
+    root = project.root
+    assert molen("data", "add", "raw.csv", "data", cwd=root).returncode == 0
+    assert molen("remote", "add", "origin", str(tmp_path / "r"), cwd=root).returncode == 0
+    probe = (
+        "import sys; from molen.cli import main; sys.argv = ['molen', *sys.argv[1:]]; main(); "
+        "assert 'typer' not in sys.modules and 'rich' not in sys.modules, 'the command tree was built'"
+    )
+
+    def quick(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", probe, *args], cwd=root, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    pushed = quick("data", "push", "--remote=origin", "-j", "2")
+    assert pushed == "pushed 33 object(s) to origin; 0 were there\n"
+    assert quick("data", "push", "data") == "pushed 0 object(s) to origin; 32 were there\n"
+    shutil.rmtree(root / "data")
+    assert quick("data", "fetch", "--force", "-r", "origin") == (
+        "fetched 33 object(s) from origin; 0 were cached\n"
+    )
+    assert quick("data", "checkout", "data") == "checked out data\n"
+    assert quick("data", "pull") == "fetched 0 object(s) from origin; checked out 0 path(s)\n"
+    assert json.loads(quick("data", "status", "--format=json"))[1]["path"] == "raw.csv"
+    bad = molen("data", "push", "-j", "0", cwd=root)  # the full command explains a bad value
+    assert bad.returncode == 2 and "Invalid value" in bad.stderr

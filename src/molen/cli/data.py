@@ -59,10 +59,9 @@ def status(
     format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
 ) -> None:
     """Which tracked paths changed, were added or deleted relative to their pointers."""
-    from molen.cli.quick import print_status
-    from molen.cli.render import RichProgress
+    from molen.cli.quick import data_status
 
-    print_status(_session(ctx).status(paths or None, progress=RichProgress()), format.value)
+    data_status(_session(ctx), paths or [], format.value)
 
 
 @app.command("checkout")
@@ -74,24 +73,17 @@ def checkout(
     ] = False,
 ) -> None:
     """Make the workspace match the pointers (after `git checkout` of another commit)."""
-    from molen.cli.render import RichProgress, console
+    from molen.cli.quick import data_checkout
 
-    changed = _session(ctx).checkout(paths or None, force=force, progress=RichProgress())
-    console().print(
-        f"checked out {', '.join(changed)}" if changed else "the workspace already matches the pointers"
-    )
+    data_checkout(_session(ctx), paths or [], force)
 
 
 @app.command("push")
 def push(ctx: typer.Context, paths: Paths = None, remote: Remote = None, jobs: Jobs = None) -> None:
     """Send the tracked data the remote does not have yet."""
-    from molen.cli.render import RichProgress, console
-    from molen.data.transfer import push as push_data
+    from molen.cli.quick import data_push
 
-    result = push_data(_session(ctx), paths or None, remote=remote, jobs=jobs, progress=RichProgress())
-    console().print(
-        f"pushed {result.transferred:,} object(s) to {result.remote}; {result.already_present:,} were there"
-    )
+    data_push(_session(ctx), paths or [], remote, jobs)
 
 
 @app.command("fetch")
@@ -105,16 +97,9 @@ def fetch(
     ] = False,
 ) -> None:
     """Bring tracked data from the remote into the cache, without touching the workspace."""
-    from molen.cli.render import RichProgress, console
-    from molen.data.transfer import fetch as fetch_data
+    from molen.cli.quick import data_fetch
 
-    result = fetch_data(
-        _session(ctx), paths or None, remote=remote, jobs=jobs, force=force, progress=RichProgress()
-    )
-    console().print(
-        f"fetched {result.transferred:,} object(s) from {result.remote}; "
-        f"{result.already_present:,} were cached"
-    )
+    data_fetch(_session(ctx), paths or [], remote, jobs, force)
 
 
 @app.command("pull")
@@ -128,15 +113,9 @@ def pull(
     ] = False,
 ) -> None:
     """Fetch, then check out: the workspace ends up matching the pointers."""
-    from molen.cli.render import RichProgress, console
-    from molen.data.transfer import pull as pull_data
+    from molen.cli.quick import data_pull
 
-    result, changed = pull_data(
-        _session(ctx), paths or None, remote=remote, jobs=jobs, force=force, progress=RichProgress()
-    )
-    console().print(
-        f"fetched {result.transferred:,} object(s) from {result.remote}; checked out {len(changed)} path(s)"
-    )
+    data_pull(_session(ctx), paths or [], remote, jobs, force)
 
 
 @app.command("ls")

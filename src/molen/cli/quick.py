@@ -1,55 +1,88 @@
-"""Commands answered before the command tree is built.
+"""The data commands, answered before the command tree is built.
 
-``molen data status`` is run many times a day and in scripts; building the Typer command tree
-and importing Rich would be a third of its time. Here the same service function is called and
-the same output printed, for the plain forms of the command (paths, ``-f table|json``); any
-other option (``--help``…) goes to the full command.
+``molen data status`` and ``push`` are run many times a day and in scripts; building the Typer
+command tree and importing Rich would be a third of their time. This module holds what those
+commands do (the Typer commands in :mod:`molen.cli.data` call the same functions), and a small
+reader for their plain forms (paths and their documented options); anything else (``--help``, a
+bad value, an option placed before ``data``) goes to the full command, which explains it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from molen.data.tracked import PathStatus
+    from molen.data.tracked import DataSession, PathStatus
+    from molen.progress import Progress
 
-__all__ = ["print_status", "run_quick"]
+__all__ = ["data_checkout", "data_fetch", "data_pull", "data_push", "print_status", "run_quick"]
 
+Name = str | None  # a remote's name (default: setting data.remote)
+Jobs = int | None  # parallel transfers (default: setting data.jobs)
 _STYLES = {"unchanged": "32", "modified": "33", "deleted": "31", "not-in-cache": "35"}
 
 
-def run_quick(args: list[str]) -> bool:
-    """Run ``args`` here if it is a command this module answers; False to use the full CLI."""
-    if args[:2] != ["data", "status"]:
-        return False
-    paths: list[str] = []
-    form = "table"
-    rest = iter(args[2:])
-    for arg in rest:
-        if arg in {"-f", "--format"}:
-            form = next(rest, "")
-        elif arg.startswith("--format="):
-            form = arg.split("=", 1)[1]
-        elif arg.startswith("-"):
-            return False
-        else:
-            paths.append(arg)
-        if form not in {"table", "json"}:
-            return False  # the full command explains the bad value
-    from molen.data.tracked import DataSession
-    from molen.progress import SILENT, Progress
-    from molen.workspace import open_workspace
+def progress() -> Progress:
+    """A progress bar where someone watches (stderr is a terminal), else none."""
+    from molen.progress import SILENT
 
-    progress: Progress = SILENT
-    if sys.stderr.isatty():  # a bar only where someone watches
-        from molen.cli.render import RichProgress
+    if not sys.stderr.isatty():
+        return SILENT
+    from molen.cli.render import RichProgress
 
-        progress = RichProgress()
-    found = DataSession(open_workspace()).status(paths or None, progress=progress)
-    print_status(found, form)
-    return True
+    return RichProgress()
+
+
+def data_status(session: DataSession, paths: list[str], form: str = "table") -> None:
+    print_status(session.status(paths or None, progress=progress()), form)
+
+
+def data_checkout(session: DataSession, paths: list[str], force: bool = False) -> None:
+    changed = session.checkout(paths or None, force=force, progress=progress())
+    print(f"checked out {', '.join(changed)}" if changed else "the workspace already matches the pointers")
+
+
+def data_push(
+    session: DataSession, paths: list[str], remote: str | None = None, jobs: int | None = None
+) -> None:
+    from molen.data.transfer import push
+
+    result = push(session, paths or None, remote=remote, jobs=jobs, progress=progress())
+    print(
+        f"pushed {result.transferred:,} object(s) to {result.remote}; {result.already_present:,} were there"
+    )
+
+
+def data_fetch(
+    session: DataSession,
+    paths: list[str],
+    remote: str | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+) -> None:
+    from molen.data.transfer import fetch
+
+    result = fetch(session, paths or None, remote=remote, jobs=jobs, force=force, progress=progress())
+    got, there = result.transferred, result.already_present
+    print(f"fetched {got:,} object(s) from {result.remote}; {there:,} were cached")
+
+
+def data_pull(
+    session: DataSession,
+    paths: list[str],
+    remote: str | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+) -> None:
+    from molen.data.transfer import pull
+
+    result, changed = pull(session, paths or None, remote=remote, jobs=jobs, force=force, progress=progress())
+    print(
+        f"fetched {result.transferred:,} object(s) from {result.remote}; checked out {len(changed)} path(s)"
+    )
 
 
 def print_status(found: list[PathStatus], form: str) -> None:
@@ -73,3 +106,53 @@ def print_status(found: list[PathStatus], form: str) -> None:
     if not found:
         lines.append("nothing is tracked yet: `molen data add PATH`")
     print("\n".join(lines))
+
+
+class _Form(NamedTuple):
+    """The plain form of a command: its options taking a value, its flags, what it runs."""
+
+    values: dict[str, str]
+    flags: dict[str, str]
+    run: Callable[..., None]
+
+
+_REMOTE_JOBS = {"-r": "remote", "--remote": "remote", "-j": "jobs", "--jobs": "jobs"}
+_FORMS = {
+    "status": _Form({"-f": "form", "--format": "form"}, {}, data_status),
+    "checkout": _Form({}, {"--force": "force"}, data_checkout),
+    "push": _Form(_REMOTE_JOBS, {}, data_push),
+    "fetch": _Form(_REMOTE_JOBS, {"--force": "force"}, data_fetch),
+    "pull": _Form(_REMOTE_JOBS, {"--force": "force"}, data_pull),
+}
+
+
+def run_quick(args: list[str]) -> bool:
+    """Run ``args`` here if it is the plain form of a command of this module; False to leave
+    it to the full command line."""
+    if len(args) < 2 or args[0] != "data" or args[1] not in _FORMS:
+        return False
+    form = _FORMS[args[1]]
+    paths: list[str] = []
+    options: dict[str, Any] = {}
+    rest = iter(args[2:])
+    for arg in rest:
+        name, _, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in form.values:
+            options[form.values[name]] = inline or next(rest, "")
+        elif arg in form.flags:
+            options[form.flags[arg]] = True
+        elif arg.startswith("-"):
+            return False
+        else:
+            paths.append(arg)
+    if "jobs" in options:
+        if not options["jobs"].isdigit() or int(options["jobs"]) < 1:
+            return False
+        options["jobs"] = int(options["jobs"])
+    if options.get("form", "table") not in {"table", "json"} or options.get("remote") == "":
+        return False
+    from molen.data.tracked import DataSession
+    from molen.workspace import open_workspace
+
+    form.run(DataSession(open_workspace()), paths, **options)
+    return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 # shutil and tempfile are imported where they are used: `molen data status` loads this module
 # and needs neither, and it is timed in milliseconds
-
 import errno
 import mmap
 import os
