@@ -36,6 +36,13 @@ GROUPS = {
     "data": "molen.cli.data",
     "remote": "molen.cli.remote",
 }
+#: Top-level commands kept in their own modules (imported the same way); they register
+#: themselves on ``app`` when imported.
+COMMANDS = {
+    "repro": "molen.cli.pipeline",
+    "dag": "molen.cli.pipeline",
+    "status": "molen.cli.pipeline",
+}
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}
 
@@ -132,6 +139,9 @@ def build(args: list[str]) -> typer.Typer:
         if (wanted is None or name == wanted) and name not in _added:
             app.add_typer(importlib.import_module(module).app, name=name)
             _added.add(name)
+    for name, module in COMMANDS.items():
+        if wanted is None or name == wanted:
+            importlib.import_module(module)
     return app
 
 
@@ -143,5 +153,5 @@ def _group_of(args: list[str]) -> str | None:
         elif arg in _ROOT_OPTIONS_WITH_VALUES:
             skip = True
         elif not arg.startswith("-"):
-            return arg if arg in GROUPS else None
+            return arg if arg in GROUPS or arg in COMMANDS else None
     return None

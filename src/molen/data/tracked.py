@@ -334,6 +334,23 @@ class DataSession:
             self.cache.put_bytes(manifest.to_bytes())
         return pointer
 
+    def version(self, relative: str) -> Pointer | None:
+        """The version the project-relative path holds now, as a pointer would record it (None
+        if it does not exist); unchanged files are answered by the state cache."""
+        current = self._current(relative, SILENT, store=False)
+        return None if current is None else current[0]
+
+    def materialize(self, relative: str, pointer: Pointer) -> None:
+        """Make the project-relative path hold version ``pointer`` from the cache, replacing
+        whatever is there (a pipeline restoring outs from its run cache)."""
+        with data_lock(self.project.state_dir, timeout=self.lock_timeout):
+            self._checkout_one(TrackedPath(relative, pointer), force=True, progress=SILENT)
+        _ignore_in_git(self.absolute(relative))
+
+    def ignore_in_git(self, relative: str) -> None:
+        """Add the project-relative path to the .gitignore beside it (once)."""
+        _ignore_in_git(self.absolute(relative))
+
     # -- status ---------------------------------------------------------------------------------
 
     def status(self, paths: list[str] | None = None, progress: Progress = SILENT) -> list[PathStatus]:

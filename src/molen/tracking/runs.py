@@ -245,6 +245,16 @@ class ActiveRun:
         self.workspace.metadata.add_data_input(self.id, record)
         return record
 
+    def record_data(self, path: str, version: Any, *, role: str = "input") -> DataInput:
+        """Record a data version already known (a pointer: kind, hash, size, files) as read
+        or written by this run, without hashing it again (what `molen repro` does)."""
+        self._check_open()
+        if role not in {"input", "output"}:
+            raise InvalidValueError(f"role must be 'input' or 'output', not {role!r}")
+        record = DataInput(path, version.hash, role, version.kind, version.size, version.files)
+        self.workspace.metadata.add_data_input(self.id, record)
+        return record
+
     # -- ending ------------------------------------------------------------------------------------
 
     def end(self, status: str = RunStatus.FINISHED) -> None:
@@ -435,6 +445,9 @@ def start_run(
     Example: ``with molen.start_run(experiment="churn", tags={"team": "risk"}) as run: ...``
     """
     workspace = workspace or open_workspace()
+    attached = _attach_to_pipeline_run(workspace)
+    if attached is not None:
+        return attached
     experiment_name = check_name(
         workspace.settings["tracking.experiment"] if experiment is None else experiment, "experiment"
     )
@@ -467,6 +480,30 @@ def start_run(
         name=run_name,
         experiment=experiment_name,
         parent_id=parent.id if parent is not None else None,
+    )
+    with _stack_lock:
+        _stack.append(run)
+    _install_exit_handlers()
+    return run
+
+
+def _attach_to_pipeline_run(workspace: Workspace) -> ActiveRun | None:
+    """Inside a `molen repro` stage (``MOLEN_RUN_ID`` set, no run active here yet): the
+    pipeline's run, attached so that what the script logs lands in it; ending it here leaves
+    the pipeline's run open."""
+    run_id = os.environ.get("MOLEN_RUN_ID")
+    if not run_id or active_run() is not None:
+        return None
+    record = workspace.metadata.get_run(run_id)
+    if record.status != RunStatus.RUNNING:
+        return None
+    run = ActiveRun(
+        workspace,
+        run_id=record.id,
+        name=record.name,
+        experiment=record.experiment,
+        parent_id=record.parent_id,
+        owned=False,
     )
     with _stack_lock:
         _stack.append(run)

@@ -34,7 +34,9 @@ from molen.stores.objects.packs import (
     decode_index,
 )
 
-__all__ = ["CHUNK_SIZE", "ObjectStore", "PackBatch", "changed_while_storing"]
+__all__ = ["CHUNK_SIZE", "NAMED", "ObjectStore", "PackBatch", "changed_while_storing"]
+
+NAMED = "named"
 
 CHUNK_SIZE = 4 << 20
 
@@ -200,6 +202,24 @@ class ObjectStore(ABC):
             digest = key.replace("/", "")
             if is_digest(digest) and digest not in packed:
                 yield digest
+
+    # -- named entries: small documents found by name, not by hash (the pipeline run cache)
+
+    def put_named(self, name: str, data: bytes) -> None:
+        """Store ``data`` under ``name`` (``runcache/3f2a…``), replacing what was there."""
+        self._write_bytes(f"{NAMED}/{name}", data)
+
+    def get_named(self, name: str) -> bytes:
+        """The entry ``name``; :class:`NotFoundError` if there is none."""
+        try:
+            return self._read_bytes(f"{NAMED}/{name}")
+        except FileNotFoundError:
+            raise NotFoundError(f"no entry {name} in the object store {self.url}") from None
+
+    def names(self, prefix: str) -> list[str]:
+        """The names of the entries under ``prefix`` (``runcache``)."""
+        cut = len(NAMED) + 1
+        return [key[cut:] for key in self._list(f"{NAMED}/{prefix}")]
 
     # -- packs --------------------------------------------------------------------------------
 

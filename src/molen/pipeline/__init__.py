@@ -1,0 +1,1 @@
+"""Reproducible pipelines: stages declared in molen.yaml, molen.lock, ``molen repro``."""
