@@ -274,3 +274,32 @@ def test_the_cli(project: Project) -> None:
 def test_repro_with_nothing_to_do_records_no_run(project: Project) -> None:
     run(project)
     assert run(project).run_id is None
+
+
+def test_a_teammate_gets_outs_and_run_cache_through_the_remote(project: Project, tmp_path: Path) -> None:
+    import shutil
+
+    from molen.data.remotes import add_remote
+
+    add_remote(project, "origin", str(tmp_path / "remote"))
+    run(project)  # lr 0.5
+    (project.root / "params.yaml").write_text("train:\n  lr: 0.25\n  max_depth: 4\n")
+    run(project)  # lr 0.25: what molen.lock records
+    assert "/model.json" in (project.root / ".gitignore").read_text().splitlines()
+    pushed = molen("data", "push", cwd=project.root)
+    assert pushed.returncode == 0, pushed.stderr
+
+    mate = tmp_path / "mate"  # a clone: the committed files only
+    mate.mkdir()
+    for name in ("molen.yaml", "molen.lock", "prepare.py", "train.py", "evaluate.py", "data/raw.csv"):
+        (mate / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(project.root / name, mate / name)
+    (mate / "params.yaml").write_text("train:\n  lr: 0.5\n  max_depth: 4\n")  # the first variant
+    pulled = molen("data", "pull", cwd=mate)
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads((mate / "model.json").read_text())["weight"] == 1.25  # the locked outs
+    again = molen("repro", cwd=mate)
+    assert again.returncode == 0, again.stderr
+    assert "restored  train" in again.stdout and "restored  evaluate" in again.stdout
+    assert not (mate / "runs.log").exists()  # train never ran on the teammate's machine
+    assert json.loads((mate / "model.json").read_text())["weight"] == 2.5

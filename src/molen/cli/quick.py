@@ -50,7 +50,9 @@ def data_push(
 ) -> None:
     from molen.data.transfer import push
 
-    result = push(session, paths or None, remote=remote, jobs=jobs, progress=progress())
+    result = push(
+        session, paths or None, remote=remote, jobs=jobs, progress=progress(), **_pipeline(session, paths)
+    )
     print(
         f"pushed {result.transferred:,} object(s) to {result.remote}; {result.already_present:,} were there"
     )
@@ -65,7 +67,15 @@ def data_fetch(
 ) -> None:
     from molen.data.transfer import fetch
 
-    result = fetch(session, paths or None, remote=remote, jobs=jobs, force=force, progress=progress())
+    result = fetch(
+        session,
+        paths or None,
+        remote=remote,
+        jobs=jobs,
+        force=force,
+        progress=progress(),
+        **_pipeline(session, paths),
+    )
     got, there = result.transferred, result.already_present
     print(f"fetched {got:,} object(s) from {result.remote}; {there:,} were cached")
 
@@ -79,10 +89,36 @@ def data_pull(
 ) -> None:
     from molen.data.transfer import pull
 
-    result, changed = pull(session, paths or None, remote=remote, jobs=jobs, force=force, progress=progress())
+    result, changed = pull(
+        session,
+        paths or None,
+        remote=remote,
+        jobs=jobs,
+        force=force,
+        progress=progress(),
+        **_pipeline(session, paths, pulling=True),
+    )
     print(
         f"fetched {result.transferred:,} object(s) from {result.remote}; checked out {len(changed)} path(s)"
     )
+
+
+def _pipeline(session: DataSession, paths: list[str], *, pulling: bool = False) -> dict[str, Any]:
+    """What a whole-project transfer carries besides the pointers: the pipeline's run cache
+    entries and every out they and molen.lock record (a pull also checks out the lock's)."""
+    if paths:
+        return {}
+    from molen.pipeline.lock import lock_outs
+    from molen.pipeline.repro import RUN_CACHE, run_cache_outs
+
+    root = session.project.root
+    more: dict[str, Any] = {
+        "extra": lambda: [*lock_outs(root), *run_cache_outs(session.cache)],
+        "named": (RUN_CACHE,),
+    }
+    if pulling:
+        more["checkout_extra"] = lambda: lock_outs(root)
+    return more
 
 
 def print_status(found: list[PathStatus], form: str) -> None:

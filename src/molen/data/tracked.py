@@ -388,12 +388,18 @@ class DataSession:
     # -- checkout -------------------------------------------------------------------------------
 
     def checkout(
-        self, paths: list[str] | None = None, *, force: bool = False, progress: Progress = SILENT
+        self,
+        paths: list[str] | None = None,
+        *,
+        force: bool = False,
+        progress: Progress = SILENT,
+        extra: tuple[TrackedPath, ...] = (),
     ) -> list[str]:
-        """Make the workspace match the pointers; returns the paths that changed."""
+        """Make the workspace match the pointers (and the ``extra`` versions, a pipeline's
+        outs); returns the paths that changed."""
         changed = []
         with data_lock(self.project.state_dir, timeout=self.lock_timeout):
-            for tracked in self.tracked(paths):
+            for tracked in [*self.tracked(paths), *extra]:
                 if self._checkout_one(tracked, force=force, progress=progress):
                     changed.append(tracked.path)
         return changed

@@ -7,6 +7,7 @@ rerun sends only what is still missing: transfers resume by construction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from molen.data.manifest import Manifest
@@ -131,6 +132,15 @@ def _transfer(
     return corrupt
 
 
+def _sync_named(source: ObjectStore, target: ObjectStore, prefixes: tuple[str, ...]) -> None:
+    """Copy the named entries under ``prefixes`` that ``target`` lacks (run cache entries)."""
+    for prefix in prefixes:
+        have = set(target.names(prefix))
+        for name in source.names(prefix):
+            if name not in have:
+                target.put_named(name, source.get_named(name))
+
+
 def push(
     session: DataSession,
     paths: list[str] | None = None,
@@ -138,10 +148,14 @@ def push(
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress = SILENT,
+    extra: Callable[[], list[TrackedPath]] = list,
+    named: tuple[str, ...] = (),
 ) -> TransferResult:
-    """Send the objects of the tracked paths that the remote lacks."""
+    """Send the objects of the tracked paths that the remote lacks. ``extra``: more versions to
+    send where the cache has them (a pipeline's outs); ``named``: entry prefixes to send too
+    (``runcache``)."""
     config, store = open_remote(session.project, remote)
-    tracked = session.tracked(paths)
+    tracked = session.tracked(paths) + [e for e in extra() if session.cache.exists(e.pointer.hash)]
     try:
         needed = _objects(session, tracked, session.cache)
     except NotFoundError as exc:
@@ -160,6 +174,7 @@ def push(
             f"{len(corrupt)} object(s) in the local cache are corrupt (e.g. {corrupt[0][:12]}) and were "
             "not pushed; repair them with `molen data fetch --force` or re-add the data"
         )
+    _sync_named(session.cache, store, named)  # after the objects the entries point to
     return TransferResult(config.name, len(todo), len(needed) - len(todo))
 
 
@@ -171,11 +186,15 @@ def fetch(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress = SILENT,
+    extra: Callable[[], list[TrackedPath]] = list,
+    named: tuple[str, ...] = (),
 ) -> TransferResult:
-    """Bring the objects of the tracked paths into the local cache (``force``: even if present,
-    to replace corrupt copies)."""
+    """Bring the objects of the tracked paths (and the ``extra`` versions, and the entries under
+    ``named`` prefixes) into the local cache (``force``: even if present, to replace corrupt
+    copies)."""
     config, store = open_remote(session.project, remote)
-    tracked = session.tracked(paths)
+    _sync_named(store, session.cache, named)  # first: the extra versions may come from them
+    tracked = session.tracked(paths) + extra()
     jobs = jobs or session.jobs
     manifests = sorted({t.pointer.hash for t in tracked if t.pointer.kind == "directory"})
     first = manifests if force else sorted(set(manifests) - session.cache.present(manifests))
@@ -205,10 +224,14 @@ def pull(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress = SILENT,
+    extra: Callable[[], list[TrackedPath]] = list,
+    named: tuple[str, ...] = (),
+    checkout_extra: Callable[[], list[TrackedPath]] = list,
 ) -> tuple[TransferResult, list[str]]:
-    """Fetch, then check out: the workspace ends up matching the pointers."""
-    result = fetch(session, paths, remote=remote, jobs=jobs, progress=progress)
-    changed = session.checkout(paths, force=force, progress=progress)
+    """Fetch, then check out: the workspace ends up matching the pointers (and the versions
+    ``checkout_extra`` names, a pipeline's outs)."""
+    result = fetch(session, paths, remote=remote, jobs=jobs, progress=progress, extra=extra, named=named)
+    changed = session.checkout(paths, force=force, progress=progress, extra=tuple(checkout_extra()))
     return result, changed
 
 

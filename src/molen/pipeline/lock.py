@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from molen.atomic import write_atomic
 from molen.data.pointer import Pointer
 from molen.errors import InvalidValueError
 
-__all__ = ["LOCK_NAME", "StageRecord", "read_lock", "write_lock"]
+if TYPE_CHECKING:
+    from molen.data.tracked import TrackedPath
+
+__all__ = ["LOCK_NAME", "StageRecord", "lock_outs", "read_lock", "write_lock"]
 
 LOCK_NAME = "molen.lock"
 _SCHEMA = 1
@@ -84,6 +87,14 @@ def read_lock(root: Path) -> dict[str, StageRecord]:
         name: StageRecord.from_json(data, f"{path} (stage {name})")
         for name, data in document["stages"].items()
     }
+
+
+def lock_outs(root: Path) -> list[TrackedPath]:
+    """Every out, metric and plot version molen.lock records, as data to push, pull or check out."""
+    from molen.data.tracked import TrackedPath
+
+    found = {path: pointer for record in read_lock(root).values() for path, pointer in record.outs.items()}
+    return [TrackedPath(path, pointer) for path, pointer in sorted(found.items())]
 
 
 def write_lock(root: Path, records: dict[str, StageRecord]) -> None:

@@ -24,13 +24,14 @@ from typing import Any, NamedTuple
 
 from molen.data.lock import data_lock
 from molen.data.pointer import Pointer
-from molen.data.tracked import DataSession
+from molen.data.tracked import DataSession, TrackedPath
 from molen.errors import ConflictError, MolenError, NotFoundError
 from molen.pipeline.lock import StageRecord, read_lock, write_lock
 from molen.pipeline.spec import Pipeline, Stage
 from molen.pipeline.status import StageState, run_cache_key, stage_state
+from molen.stores.objects.base import ObjectStore
 
-__all__ = ["RUN_ID_ENV", "ReproResult", "StageOutcome", "repro"]
+__all__ = ["RUN_CACHE", "RUN_ID_ENV", "ReproResult", "StageOutcome", "repro", "run_cache_outs"]
 
 RUN_ID_ENV = "MOLEN_RUN_ID"
 RUN_CACHE = "runcache"
@@ -185,7 +186,9 @@ class _Execution:
     def _record(self, stage: Stage, state: StageState, key: str) -> StageRecord:
         """Store the outs, remember the execution in the run cache, update molen.lock."""
         with data_lock(self.session.project.state_dir, timeout=self.session.lock_timeout):
-            outs = {path: self.session.snapshot(path) for path in stage.products}
+            outs = {path: self.session.snapshot(self.root / path) for path in stage.products}
+        for path in stage.outs:
+            self.session.ignore_in_git(path)
         entry = {"outs": {path: p._asdict() for path, p in sorted(outs.items())}}
         self.session.cache.put_named(f"{RUN_CACHE}/{key}", json.dumps(entry, sort_keys=True).encode())
         run_id = self.run.id if self.run is not None else None
@@ -278,6 +281,18 @@ _CHANGED = {"ran", "restored", "would-run"}
 def _action(execution: _Execution, name: str) -> str:
     outcome = execution.outcomes.get(name)
     return outcome.action if outcome is not None else ""
+
+
+def run_cache_outs(store: ObjectStore) -> list[TrackedPath]:
+    """Every out version the run cache entries in ``store`` name (what sharing them needs)."""
+    found = []
+    for name in store.names(RUN_CACHE):
+        try:
+            entry = json.loads(store.get_named(name))
+            found += [TrackedPath(path, Pointer(**value)) for path, value in entry.get("outs", {}).items()]
+        except (NotFoundError, ValueError, TypeError):
+            continue  # a damaged entry is a miss, not an error
+    return found
 
 
 def _param_text(value: Any) -> Any:
