@@ -568,7 +568,10 @@ def test_plain_data_commands_are_answered_without_the_command_tree(project: Proj
         ["data", "status", "-f", "yaml"],
         ["data", "push", "--bogus"],
         ["data", "add", "raw.csv"],
-        ["runs", "list"],
+        ["runs", "show", "3f2a"],
+        ["runs", "list", "unexpected"],
+        ["runs", "list", "--limit", "0"],
+        ["runs", "list", "-f", "yaml"],
     ):
         assert run_quick(args) is False, args
     root = project.root

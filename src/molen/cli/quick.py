@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from molen.data.tracked import DataSession, PathStatus
     from molen.progress import Progress
+    from molen.workspace import Workspace
 
-__all__ = ["data_checkout", "data_fetch", "data_pull", "data_push", "print_status", "run_quick"]
+__all__ = ["data_checkout", "data_fetch", "data_pull", "data_push", "print_status", "run_quick", "runs_list"]
 
 Name = str | None  # a remote's name (default: setting data.remote)
 Jobs = int | None  # parallel transfers (default: setting data.jobs)
@@ -144,51 +145,109 @@ def print_status(found: list[PathStatus], form: str) -> None:
     print("\n".join(lines))
 
 
+def runs_list(
+    experiment: list[str] | None = None,
+    filter: str | None = None,
+    sort: str | None = None,
+    limit: int = 50,
+    deleted: bool = False,
+    form: str = "table",
+    workspace: Workspace | None = None,
+) -> None:
+    """``molen runs list``: the runs matching ``filter``, newest first (or by ``sort``)."""
+    from molen.cli import views
+    from molen.tracking.reading import search_runs
+    from molen.workspace import open_workspace
+
+    workspace = workspace or open_workspace()
+    records = search_runs(
+        filter, experiment or None, sort, limit=limit + 1, deleted=deleted, workspace=workspace
+    )
+    views.runs_table(records[:limit], form, truncated=len(records) > limit, limit=limit)
+
+
 class _Form(NamedTuple):
-    """The plain form of a command: its options taking a value, its flags, what it runs."""
+    """The plain form of a command: its options taking a value (those in ``repeated`` may be
+    given more than once), its flags, the formats it prints, and what it runs."""
 
     values: dict[str, str]
     flags: dict[str, str]
     run: Callable[..., None]
+    paths: bool = True  # it takes paths as arguments
+    formats: frozenset[str] = frozenset({"table", "json"})
+    repeated: frozenset[str] = frozenset()
+
+
+def _on_data(run: Callable[..., None]) -> Callable[..., None]:
+    """A data command run on the session of the current project."""
+
+    def with_session(paths: list[str], **options: Any) -> None:
+        from molen.data.tracked import DataSession
+        from molen.workspace import open_workspace
+
+        run(DataSession(open_workspace()), paths, **options)
+
+    return with_session
 
 
 _REMOTE_JOBS = {"-r": "remote", "--remote": "remote", "-j": "jobs", "--jobs": "jobs"}
 _FORMS = {
-    "status": _Form({"-f": "form", "--format": "form"}, {}, data_status),
-    "checkout": _Form({}, {"--force": "force"}, data_checkout),
-    "push": _Form(_REMOTE_JOBS, {}, data_push),
-    "fetch": _Form(_REMOTE_JOBS, {"--force": "force"}, data_fetch),
-    "pull": _Form(_REMOTE_JOBS, {"--force": "force"}, data_pull),
+    ("data", "status"): _Form({"-f": "form", "--format": "form"}, {}, _on_data(data_status)),
+    ("data", "checkout"): _Form({}, {"--force": "force"}, _on_data(data_checkout)),
+    ("data", "push"): _Form(_REMOTE_JOBS, {}, _on_data(data_push)),
+    ("data", "fetch"): _Form(_REMOTE_JOBS, {"--force": "force"}, _on_data(data_fetch)),
+    ("data", "pull"): _Form(_REMOTE_JOBS, {"--force": "force"}, _on_data(data_pull)),
+    ("runs", "list"): _Form(
+        {
+            "-e": "experiment",
+            "--experiment": "experiment",
+            "--filter": "filter",
+            "--sort": "sort",
+            "-n": "limit",
+            "--limit": "limit",
+            "-f": "form",
+            "--format": "form",
+        },
+        {"--deleted": "deleted"},
+        lambda paths, **options: runs_list(**options),
+        paths=False,
+        formats=frozenset({"table", "json", "csv"}),
+        repeated=frozenset({"experiment"}),
+    ),
 }
+_COUNTS = {"jobs", "limit"}  # whole numbers of at least 1
 
 
 def run_quick(args: list[str]) -> bool:
     """Run ``args`` here if it is the plain form of a command of this module; False to leave
     it to the full command line."""
-    if len(args) < 2 or args[0] != "data" or args[1] not in _FORMS:
+    form = _FORMS.get((args[0], args[1])) if len(args) >= 2 else None
+    if form is None:
         return False
-    form = _FORMS[args[1]]
     paths: list[str] = []
     options: dict[str, Any] = {}
     rest = iter(args[2:])
     for arg in rest:
         name, _, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         if name in form.values:
-            options[form.values[name]] = inline or next(rest, "")
+            key, value = form.values[name], inline or next(rest, "")
+            if not value:
+                return False
+            if key in form.repeated:
+                options.setdefault(key, []).append(value)
+            else:
+                options[key] = value
         elif arg in form.flags:
             options[form.flags[arg]] = True
-        elif arg.startswith("-"):
+        elif arg.startswith("-") or not form.paths:
             return False
         else:
             paths.append(arg)
-    if "jobs" in options:
-        if not options["jobs"].isdigit() or int(options["jobs"]) < 1:
+    for key in _COUNTS & set(options):
+        if not options[key].isdigit() or int(options[key]) < 1:
             return False
-        options["jobs"] = int(options["jobs"])
-    if options.get("form", "table") not in {"table", "json"} or options.get("remote") == "":
+        options[key] = int(options[key])
+    if options.get("form", "table") not in form.formats:
         return False
-    from molen.data.tracked import DataSession
-    from molen.workspace import open_workspace
-
-    form.run(DataSession(open_workspace()), paths, **options)
+    form.run(paths, **options)
     return True

@@ -33,14 +33,9 @@ def runs_list(
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
     """List runs, newest first: filter with the run filter language, sort by any field."""
-    from molen.cli import views
-    from molen.tracking.reading import search_runs
+    from molen.cli.quick import runs_list as list_runs
 
-    workspace = open_workspace_of(ctx)
-    records = search_runs(
-        filter, experiment or None, sort, limit=limit + 1, deleted=deleted, workspace=workspace
-    )
-    views.runs_table(records[:limit], format.value, truncated=len(records) > limit, limit=limit)
+    list_runs(experiment, filter, sort, limit, deleted, format.value, open_workspace_of(ctx))
 
 
 @app.command("show")
