@@ -303,3 +303,60 @@ def test_a_teammate_gets_outs_and_run_cache_through_the_remote(project: Project,
     assert "restored  train" in again.stdout and "restored  evaluate" in again.stdout
     assert not (mate / "runs.log").exists()  # train never ran on the teammate's machine
     assert json.loads((mate / "model.json").read_text())["weight"] == 2.5
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+def test_an_experiment_runs_in_a_copy_and_can_be_applied(project: Project) -> None:
+    root = project.root
+    assert molen("repro", cwd=root).returncode == 0
+    before = (root / "params.yaml").read_text()
+    done = molen("exp", "run", "-S", "train.lr=0.1", "--name", "low-lr", cwd=root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "params.yaml").read_text() == before  # the workspace is untouched
+    assert json.loads((root / "model.json").read_text())["weight"] == 2.5
+    assert not list((project.state_dir / "exps").iterdir())  # the working copy is gone
+    import molen as api
+
+    (experiment,) = api.search_runs("name = 'low-lr'")
+    assert experiment.tags["molen.exp.overrides"] == "train.lr=0.1"
+    assert experiment.params["train.lr"] == "0.1" and experiment.metrics["score"] == pytest.approx(0.05)
+
+    shown = json.loads(molen("exp", "show", "-f", "json", "--only-changed", cwd=root).stdout)
+    assert [row["params"] for row in shown] == [{"train.lr": "0.1"}, {"train.lr": "0.5"}]
+
+    applied = molen("exp", "apply", experiment.id[:10], cwd=root)
+    assert applied.returncode == 0, applied.stderr
+    assert "lr: 0.1" in (root / "params.yaml").read_text()
+    assert json.loads((root / "model.json").read_text())["weight"] == pytest.approx(0.5)
+    assert "up-to-date" in molen("repro", cwd=root).stdout  # workspace, outs and lock agree
+
+
+def test_a_sweep_runs_every_combination_under_one_parent(project: Project) -> None:
+    root = project.root
+    done = molen(
+        "exp", "run", "--grid", "train.lr=0.1,0.2", "--grid", "train.max_depth=2,3", "-j", "2", cwd=root
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    import molen as api
+
+    children = api.search_runs("tags.`molen.exp.overrides` like 'train.lr=%'")
+    assert len(children) == 4
+    assert len({run.parent_id for run in children}) == 1 and children[0].parent_id is not None
+    assert {(r.params["train.lr"], r.params["train.max_depth"]) for r in children} == {
+        ("0.1", "2"),
+        ("0.1", "3"),
+        ("0.2", "2"),
+        ("0.2", "3"),
+    }
+    sampled = molen("exp", "run", "--grid", "train.lr=0.1,0.2,0.3", "--random", "2", "--seed", "1", cwd=root)
+    assert sampled.returncode == 0 and sampled.stdout.count("ok  ") == 2
+
+
+def test_bad_experiment_input_is_one_clear_line(project: Project) -> None:
+    root = project.root
+    bad = molen("exp", "run", "-S", "train.nope=1", cwd=root)
+    assert bad.returncode == 2 and "param train.nope is not in params.yaml" in bad.stderr
+    assert molen("exp", "run", "-S", "novalue", cwd=root).returncode == 2
+    assert molen("exp", "apply", "ffffffff", cwd=root).returncode == 3

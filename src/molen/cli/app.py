@@ -35,6 +35,7 @@ GROUPS = {
     "config": "molen.cli.settings",
     "data": "molen.cli.data",
     "remote": "molen.cli.remote",
+    "exp": "molen.cli.exp",
 }
 #: Top-level commands kept in their own modules (imported the same way); they register
 #: themselves on ``app`` when imported.

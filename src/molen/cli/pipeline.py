@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -76,6 +79,10 @@ def repro(
     )
     if result.run_id:
         out.print(f"[dim]recorded as run {result.run_id[:12]}: molen runs show {result.run_id[:12]}[/]")
+    report = os.environ.get("MOLEN_REPRO_REPORT")
+    if report:  # for `molen exp run`, which runs this in a working copy
+        document = {"run_id": result.run_id, "outcomes": [o._asdict() for o in result.outcomes]}
+        Path(report).write_text(json.dumps(document))
     if not result.outcomes:
         out.print("no stages: declare them under `stages:` in molen.yaml")
     if result.failed:

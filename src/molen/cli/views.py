@@ -187,3 +187,48 @@ def comparison(result: RunComparison, format: str, *, only_changed: bool) -> Non
         table.add_row(label, *cells)
     console().print(table)
     console().print("[dim]yellow: values differ; green: the best value of a metric[/]")
+
+
+def experiments_table(records: list[RunRecord], format: str, *, only_changed: bool) -> None:
+    """The pipeline's runs: which params they changed, every param and metric (``only_changed``:
+    only the columns whose values differ between rows)."""
+    params, metrics = _keys(records, "params"), _keys(records, "metrics")
+    if only_changed:
+        params = [k for k in params if len({r.params.get(k) for r in records}) > 1]
+        metrics = [k for k in metrics if len({r.metrics.get(k) for r in records}) > 1]
+    if format == "json":
+        print_json(
+            [
+                {
+                    "run_id": r.id,
+                    "name": r.name,
+                    "status": r.status,
+                    "overrides": r.tags.get("molen.exp.overrides", ""),
+                    "params": {k: r.params[k] for k in params if k in r.params},
+                    "metrics": {k: r.metrics[k] for k in metrics if k in r.metrics},
+                }
+                for r in records
+            ]
+        )
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold", pad_edge=False, box=None)
+    for column in ("run", "name", "status", "changed"):
+        table.add_column(column, no_wrap=True, style="bold" if column == "run" else None)
+    for key in params[:_MAX_KEYS]:
+        table.add_column(f"[blue]{key}[/]", justify="right", no_wrap=True)
+    for key in metrics[:_MAX_KEYS]:
+        table.add_column(f"[magenta]{key}[/]", justify="right", no_wrap=True)
+    for r in records:
+        table.add_row(
+            r.id[:8],
+            r.name,
+            r.status,
+            r.tags.get("molen.exp.overrides", "") or "[dim]workspace[/]",
+            *(str(r.params.get(k, "")) for k in params[:_MAX_KEYS]),
+            *(format_value(r.metrics.get(k)) for k in metrics[:_MAX_KEYS]),
+        )
+    console().print(
+        table if records else "no pipeline runs yet: `molen repro` or `molen exp run -S KEY=VALUE`"
+    )

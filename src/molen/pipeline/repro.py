@@ -34,6 +34,9 @@ from molen.stores.objects.base import ObjectStore
 __all__ = ["RUN_CACHE", "RUN_ID_ENV", "ReproResult", "StageOutcome", "repro", "run_cache_outs"]
 
 RUN_ID_ENV = "MOLEN_RUN_ID"
+PARENT_ENV = "MOLEN_PARENT_RUN_ID"  # an experiment of a sweep: its parent run
+OVERRIDES_ENV = "MOLEN_EXP_OVERRIDES"  # an experiment: the params it changed, as text
+EXP_NAME_ENV = "MOLEN_EXP_NAME"
 RUN_CACHE = "runcache"
 
 
@@ -86,8 +89,15 @@ class _Execution:
             if self.run is None:
                 from molen.tracking.runs import start_run
 
-                self.run = start_run(name="repro", workspace=self.session.workspace)
+                self.run = start_run(
+                    name=os.environ.get(EXP_NAME_ENV) or "repro",
+                    workspace=self.session.workspace,
+                    parent_id=os.environ.get(PARENT_ENV) or None,
+                )
                 self.run.set_tag("molen.pipeline", "repro")
+                overrides = os.environ.get(OVERRIDES_ENV)
+                if overrides:  # an experiment: the params it changed, for `molen exp show`
+                    self.run.set_tag("molen.exp.overrides", overrides)
             return self.run
 
     def finish_run(self) -> str | None:
@@ -95,8 +105,11 @@ class _Execution:
             return None
         from molen.hashing import hash_bytes
 
-        lock_bytes = (self.root / "molen.lock").read_bytes() if (self.root / "molen.lock").exists() else b""
+        lock_path = self.root / "molen.lock"
+        lock_bytes = lock_path.read_bytes() if lock_path.exists() else b""
         self.run.set_tag("molen.lock_hash", hash_bytes(lock_bytes))
+        if lock_bytes:  # what `molen exp apply` and `repro --verify` start from
+            self.run.log_artifact(lock_path, "molen.lock")
         ran = sorted(name for name, o in self.outcomes.items() if o.action in {"ran", "restored"})
         self.run.set_tag("molen.stages", ",".join(ran))
         self.run.end("FAILED" if any(o.action == "failed" for o in self.outcomes.values()) else "FINISHED")

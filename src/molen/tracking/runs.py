@@ -435,6 +435,7 @@ def start_run(
     tags: dict[str, Any] | None = None,
     *,
     workspace: Workspace | None = None,
+    parent_id: str | None = None,
 ) -> ActiveRun:
     """Start recording a run and make it the active run.
 
@@ -456,6 +457,7 @@ def start_run(
         check_key(key, "tag"): check_text_value(key, value, "tag") for key, value in (tags or {}).items()
     }
     parent = active_run()
+    parent_id = parent_id or (parent.id if parent is not None else None)
     store = workspace.metadata
     experiment_record = store.get_or_create_experiment(experiment_name)
     system = _system_tags(workspace)
@@ -466,7 +468,7 @@ def start_run(
         experiment_id=experiment_record.id,
         name=run_name,
         start_time=int(time.time() * 1000),
-        parent_id=parent.id if parent is not None else None,
+        parent_id=parent_id,
         user=env.user,
         host=env.host,
         pid=env.pid,
@@ -479,7 +481,7 @@ def start_run(
         run_id=run_id,
         name=run_name,
         experiment=experiment_name,
-        parent_id=parent.id if parent is not None else None,
+        parent_id=parent_id,
     )
     with _stack_lock:
         _stack.append(run)

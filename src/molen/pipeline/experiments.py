@@ -1,0 +1,247 @@
+"""``molen exp``: run the pipeline with changed params, without editing the workspace.
+
+Each experiment runs in its own working copy (``.molen/exps/ID``: the project's files, minus
+``.git`` and ``.molen``), with the params overridden there, as a `molen repro` whose run is
+recorded in the project's metadata store and whose outs land in the project's object store
+(so a repeat is answered by the run cache). A sweep (``--grid``, ``--random``) is several
+such experiments, side by side with ``jobs``, each a child of one parent run. ``apply`` brings
+an experiment's params and outs back into the workspace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from molen.data.tracked import DataSession
+from molen.errors import InvalidValueError, NotFoundError, UsageError
+from molen.pipeline.lock import LOCK_NAME, StageRecord
+from molen.pipeline.repro import EXP_NAME_ENV, OVERRIDES_ENV, PARENT_ENV
+from molen.pipeline.spec import PARAMS_FILE
+
+__all__ = ["Experiment", "apply_experiment", "grid", "parse_overrides", "run_experiments", "sample"]
+
+REPORT_ENV = "MOLEN_REPRO_REPORT"
+
+
+class Experiment(NamedTuple):
+    """One finished experiment: its overrides, its run (None if nothing ran), and whether
+    every stage succeeded; ``output`` is what `molen repro` printed."""
+
+    overrides: dict[str, Any]
+    run_id: str | None
+    ok: bool
+    output: str
+
+
+def parse_overrides(texts: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.1", "train.depth=8"]`` → ``{"train.lr": 0.1, "train.depth": 8}``; values
+    are read as YAML scalars (numbers, booleans, strings). ``file.yaml:key=v`` targets another
+    params file."""
+    import yaml
+
+    found: dict[str, Any] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"-S {text!r}: write KEY=VALUE, e.g. -S train.lr=0.1")
+        found[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return found
+
+
+def grid(axes: list[str]) -> list[dict[str, Any]]:
+    """Every combination of ``["train.lr=0.1,0.01", "train.depth=4,8"]`` (4 here)."""
+    choices = []
+    for axis in axes:
+        key, sep, values = axis.partition("=")
+        if not sep or not values:
+            raise UsageError(f"--grid {axis!r}: write KEY=V1,V2,…, e.g. --grid train.lr=0.1,0.01")
+        choices.append([(key.strip(), _scalar(value)) for value in values.split(",")])
+    return [dict(combination) for combination in itertools.product(*choices)]
+
+
+def sample(axes: list[str], count: int, seed: int | None = None) -> list[dict[str, Any]]:
+    """``count`` distinct combinations drawn at random from the grid of ``axes``."""
+    combinations = grid(axes)
+    if count < 1:
+        raise UsageError("--random needs a count of at least 1")
+    return random.Random(seed).sample(combinations, min(count, len(combinations)))
+
+
+def _scalar(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def run_experiments(
+    session: DataSession,
+    variants: list[dict[str, Any]],
+    *,
+    targets: list[str] | None = None,
+    jobs: int = 1,
+    name: str | None = None,
+    echo: bool = True,
+) -> tuple[str | None, list[Experiment]]:
+    """Run one experiment per entry of ``variants`` (param overrides); with several, under a
+    parent run. Returns the parent run's id (None for one experiment) and the experiments."""
+    if not variants:
+        raise UsageError("nothing to run: give -S KEY=VALUE, --grid or --random")
+    parent = None
+    if len(variants) > 1:
+        from molen.tracking.runs import start_run
+
+        parent = start_run(name=name or "sweep", workspace=session.workspace)
+        parent.set_tag("molen.exp.sweep", str(len(variants)))
+
+    def one(index_and_overrides: tuple[int, dict[str, Any]]) -> Experiment:
+        index, overrides = index_and_overrides
+        label = name if len(variants) == 1 and name else f"{name or 'exp'}-{index + 1}"
+        parent_id = parent.id if parent else None
+        return _run_one(
+            session, overrides, targets or [], parent_id, label, stream=echo and len(variants) == 1
+        )
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(one, enumerate(variants)))
+    except BaseException:
+        if parent is not None:
+            parent.end("FAILED")
+        raise
+    if parent is not None:
+        parent.end("FINISHED" if all(r.ok for r in results) else "FAILED")
+    return (parent.id if parent else None), results
+
+
+def _run_one(
+    session: DataSession,
+    overrides: dict[str, Any],
+    targets: list[str],
+    parent: str | None,
+    label: str,
+    *,
+    stream: bool,
+) -> Experiment:
+    root = session.project.root
+    copy = session.project.state_dir / "exps" / uuid.uuid4().hex[:12]
+    try:
+        _copy_workspace(root, copy)
+        _apply_params(copy, overrides)
+        report = copy / ".molen-report.json"
+        settings = session.workspace.settings
+        env = {
+            **os.environ,
+            "MOLEN_TRACKING_URI": str(settings["tracking.uri"]),
+            "MOLEN_OBJECTS_URL": str(settings["objects.url"]),
+            OVERRIDES_ENV: ", ".join(f"{k}={v}" for k, v in overrides.items()),
+            EXP_NAME_ENV: label,
+            REPORT_ENV: str(report),
+        }
+        if parent:
+            env[PARENT_ENV] = parent
+        done = subprocess.run(
+            [sys.executable, "-m", "molen", "repro", *targets],
+            cwd=copy,
+            env=env,
+            stdout=None if stream else subprocess.PIPE,
+            stderr=None if stream else subprocess.STDOUT,
+            text=True,
+        )
+        outcome = json.loads(report.read_text()) if report.exists() else {}
+        return Experiment(overrides, outcome.get("run_id"), done.returncode == 0, done.stdout or "")
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _copy_workspace(root: Path, copy: Path) -> None:
+    """The project's files, without .git and .molen, in a fresh folder."""
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        return {".git", ".molen"} & set(names) if Path(folder) == root else set()
+
+    shutil.copytree(root, copy, ignore=skip, symlinks=True)
+
+
+def _apply_params(root: Path, overrides: dict[str, Any]) -> None:
+    """Write ``overrides`` into the params files under ``root`` (keys must exist already)."""
+    by_file: dict[str, dict[str, Any]] = {}
+    for name, value in overrides.items():
+        file, sep, key = name.partition(":")
+        if not sep:
+            file, key = PARAMS_FILE, name
+        by_file.setdefault(file, {})[key] = value
+    for file, values in by_file.items():
+        _update_params_file(root / file, values)
+
+
+def _update_params_file(path: Path, values: dict[str, Any]) -> None:
+    """Set dotted ``values`` in the YAML file ``path``, keeping its comments and layout."""
+    from ruamel.yaml import YAML
+
+    from molen.atomic import write_atomic
+
+    yaml = YAML()
+    try:
+        document = yaml.load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"params file {path.name} does not exist; create it with the keys to change"
+        ) from None
+    for key, value in values.items():
+        node = document
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                raise _unknown(key, path)
+            node = node[part]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise _unknown(key, path)
+        node[parts[-1]] = value
+    import io
+
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    write_atomic(path, buffer.getvalue().encode())
+
+
+def _unknown(key: str, path: Path) -> InvalidValueError:
+    return InvalidValueError(f"param {key} is not in {path.name}; experiments change existing params")
+
+
+def apply_experiment(session: DataSession, run_id: str) -> list[str]:
+    """Bring run ``run_id``'s params and outs into the workspace and its lock into molen.lock;
+    returns the params set."""
+    from molen.pipeline.lock import read_lock, write_lock
+    from molen.tracking.reading import get_run
+
+    record = get_run(run_id, workspace=session.workspace)
+    lock_artifact = next((a for a in record.artifacts if a.path == LOCK_NAME), None)
+    if lock_artifact is None:
+        raise NotFoundError(
+            f"run {record.id[:12]} has no {LOCK_NAME}: it is not a pipeline run (molen repro / exp)"
+        )
+    root = session.project.root
+    staged = session.project.state_dir / f"apply-{record.id[:12]}"
+    staged.mkdir(parents=True, exist_ok=True)
+    try:
+        (staged / LOCK_NAME).write_bytes(session.cache.get_bytes(lock_artifact.digest))
+        records: dict[str, StageRecord] = read_lock(staged)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    params = {name: value for stage in records.values() for name, value in stage.params.items()}
+    _apply_params(root, params)
+    for stage in records.values():
+        for path, pointer in stage.outs.items():
+            session.materialize(path, pointer)
+    write_lock(root, records)
+    return sorted(params)
