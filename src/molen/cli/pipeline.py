@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,18 +11,9 @@ from molen.cli.app import app, open_workspace_of
 
 if TYPE_CHECKING:
     from molen.data.tracked import DataSession
-    from molen.pipeline.repro import StageOutcome
     from molen.pipeline.spec import Pipeline
 
 Stages = Annotated[list[str] | None, typer.Argument(help="Stages (default: all).", show_default=False)]
-_STYLES = {
-    "ran": "green",
-    "restored": "cyan",
-    "up-to-date": "dim",
-    "would-run": "yellow",
-    "failed": "red",
-    "skipped": "red",
-}
 
 
 class DagFormat(str, enum.Enum):
@@ -60,33 +48,9 @@ def repro(
     and params ran before (here, or on a teammate's machine after `molen data pull`) gets its
     outs back from the run cache instead of running. The result is written to molen.lock.
     """
-    from molen.cli.render import console
-    from molen.pipeline.repro import repro as run_pipeline
+    from molen.cli.quick import pipeline_repro
 
-    session, pipeline = _pipeline(ctx)
-    out = console()
-
-    def echo(outcome: StageOutcome) -> None:
-        style = _STYLES.get(outcome.action, "")
-        why = f"  [dim]({'; '.join(outcome.reasons)})[/]" if outcome.reasons else ""
-        took = f" in {outcome.seconds:.1f} s" if outcome.action in {"ran", "restored"} else ""
-        out.print(f"[{style}]{outcome.action:>10}[/]  {outcome.name}{took}{why}")
-        if outcome.error:
-            out.print(f"{'':>12}[red]{outcome.error}[/]")
-
-    result = run_pipeline(
-        session, pipeline, stages or None, force=force, dry=dry, downstream=downstream, jobs=jobs, echo=echo
-    )
-    if result.run_id:
-        out.print(f"[dim]recorded as run {result.run_id[:12]}: molen runs show {result.run_id[:12]}[/]")
-    report = os.environ.get("MOLEN_REPRO_REPORT")
-    if report:  # for `molen exp run`, which runs this in a working copy
-        document = {"run_id": result.run_id, "outcomes": [o._asdict() for o in result.outcomes]}
-        Path(report).write_text(json.dumps(document))
-    if not result.outcomes:
-        out.print("no stages: declare them under `stages:` in molen.yaml")
-    if result.failed:
-        raise typer.Exit(1)
+    pipeline_repro(open_workspace_of(ctx), stages, force, dry, downstream, jobs)
 
 
 @app.command()

@@ -166,6 +166,66 @@ def runs_list(
     views.runs_table(records[:limit], form, truncated=len(records) > limit, limit=limit)
 
 
+_ACTION_COLORS = {
+    "ran": "32",
+    "restored": "36",
+    "up-to-date": "2",
+    "would-run": "33",
+    "failed": "31",
+    "skipped": "31",
+}
+
+
+def pipeline_repro(
+    workspace: Workspace | None = None,
+    stages: list[str] | None = None,
+    force: bool = False,
+    dry: bool = False,
+    downstream: bool = False,
+    jobs: int = 1,
+) -> None:
+    """``molen repro``: run the stale stages and print what happened to each; exit status 1
+    when a stage failed."""
+    import json
+    from pathlib import Path
+
+    from molen.config import project_config
+    from molen.data.tracked import DataSession
+    from molen.pipeline.repro import StageOutcome, repro
+    from molen.pipeline.spec import load_pipeline
+    from molen.workspace import open_workspace
+
+    session = DataSession(workspace or open_workspace())
+    pipeline = load_pipeline(session.project, project_config(session.project))
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+    def paint(code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+    def echo(outcome: StageOutcome) -> None:
+        why = paint("2", f"  ({'; '.join(outcome.reasons)})") if outcome.reasons else ""
+        took = f" in {outcome.seconds:.1f} s" if outcome.action in {"ran", "restored"} else ""
+        action = paint(_ACTION_COLORS.get(outcome.action, "0"), f"{outcome.action:>10}")
+        print(f"{action}  {outcome.name}{took}{why}", flush=True)
+        if outcome.error:
+            print(f"{'':>12}{paint('31', outcome.error)}", flush=True)
+
+    result = repro(
+        session, pipeline, stages or None, force=force, dry=dry, downstream=downstream, jobs=jobs, echo=echo
+    )
+    if result.run_id:
+        short = result.run_id[:12]
+        print(paint("2", f"recorded as run {short}: molen runs show {short}"))
+    if not result.outcomes:
+        print("no stages: declare them under `stages:` in molen.yaml")
+    report = os.environ.get("MOLEN_REPRO_REPORT")
+    if report:  # for `molen exp run`, which runs this in a working copy
+        document = {"run_id": result.run_id, "outcomes": [o._asdict() for o in result.outcomes]}
+        Path(report).write_text(json.dumps(document))
+    if result.failed:
+        sys.exit(1)
+
+
 class _Form(NamedTuple):
     """The plain form of a command: its options taking a value (those in ``repeated`` may be
     given more than once), its flags, the formats it prints, and what it runs."""
@@ -191,7 +251,7 @@ def _on_data(run: Callable[..., None]) -> Callable[..., None]:
 
 
 _REMOTE_JOBS = {"-r": "remote", "--remote": "remote", "-j": "jobs", "--jobs": "jobs"}
-_FORMS = {
+_FORMS: dict[tuple[str, ...], _Form] = {
     ("data", "status"): _Form({"-f": "form", "--format": "form"}, {}, _on_data(data_status)),
     ("data", "checkout"): _Form({}, {"--force": "force"}, _on_data(data_checkout)),
     ("data", "push"): _Form(_REMOTE_JOBS, {}, _on_data(data_push)),
@@ -215,18 +275,24 @@ _FORMS = {
         repeated=frozenset({"experiment"}),
     ),
 }
+_FORMS[("repro",)] = _Form(
+    {"-j": "jobs", "--jobs": "jobs"},
+    {"--force": "force", "-f": "force", "--dry": "dry", "--downstream": "downstream"},
+    lambda stages, **options: pipeline_repro(None, stages, **options),
+)
 _COUNTS = {"jobs", "limit"}  # whole numbers of at least 1
 
 
 def run_quick(args: list[str]) -> bool:
     """Run ``args`` here if it is the plain form of a command of this module; False to leave
     it to the full command line."""
-    form = _FORMS.get((args[0], args[1])) if len(args) >= 2 else None
+    words = 1 if args[:1] == ["repro"] else 2
+    form = _FORMS.get(tuple(args[:words])) if len(args) >= words else None
     if form is None:
         return False
     paths: list[str] = []
     options: dict[str, Any] = {}
-    rest = iter(args[2:])
+    rest = iter(args[words:])
     for arg in rest:
         name, _, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         if name in form.values:

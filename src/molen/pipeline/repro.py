@@ -152,7 +152,16 @@ class _Execution:
 
     def _execute(self, stage: Stage) -> None:
         run = self._active_run()
-        env = {**os.environ, **stage.env, RUN_ID_ENV: run.id, "MOLEN_STAGE": stage.name}
+        settings = self.session.workspace.settings
+        env = {
+            **os.environ,
+            **stage.env,
+            RUN_ID_ENV: run.id,
+            "MOLEN_STAGE": stage.name,
+            # the stores this repro records into, also when they came from flags
+            "MOLEN_TRACKING_URI": str(settings["tracking.uri"]),
+            "MOLEN_OBJECTS_URL": str(settings["objects.url"]),
+        }
         for path in stage.products:
             self._remove_cached_product(path)
         try:
