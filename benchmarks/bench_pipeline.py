@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,8 @@ MOLEN = str(Path(sys.executable).parent / "molen")
 PREPARE = """
 import pathlib, random
 random.seed(0)
-pathlib.Path("prepared.csv").write_text("\\n".join(f"{random.random()},{random.random()}" for _ in range(2000)))
+rows = (f"{random.random()},{random.random()}" for _ in range(2000))
+pathlib.Path("prepared.csv").write_text("\\n".join(rows))
 """
 TRAIN = """
 import json, pathlib, yaml
@@ -192,13 +192,13 @@ def main() -> int:
     for label, ours, theirs, target in rows:
         ratio = theirs / ours if ours > 0 else float("inf")
         passed = "-" if target is None else ("PASS" if ratio >= target else "FAIL")
-        print(
-            f"{label:42} | {ours:7.3f}s | {theirs:7.3f}s | {ratio:5.1f}x | {('>=' + str(target) + 'x') if target else '-':>6} | {passed}"
-        )
+        shown = f">={target}x" if target else "-"
+        print(f"{label:42} | {ours:7.3f}s | {theirs:7.3f}s | {ratio:5.1f}x | {shown:>6} | {passed}")
         table.append({"benchmark": label, "molen": ours, "dvc": theirs, "ratio": ratio, "target": target})
     two = med["molen"]["parallel_two_1s"]
     print(
-        f"{'two independent 1 s stages, -j 2':42} | {two:7.3f}s | {'-':>8} | {'-':>6} | <1.5 s | {'PASS' if two < 1.5 else 'FAIL'}"
+        f"{'two independent 1 s stages, -j 2':42} | {two:7.3f}s | {'-':>8} | {'-':>6} | "
+        f"<1.5 s | {'PASS' if two < 1.5 else 'FAIL'}"
     )
     table.append({"benchmark": "two independent 1 s stages, -j 2", "molen": two, "target_seconds": 1.5})
     out = REPO_ROOT / "benchmarks" / "results" / "pipeline.json"
