@@ -50,8 +50,12 @@ def exp_run(
         raise typer.BadParameter("--random draws from the --grid axes; give at least one --grid")
     else:
         variants = [fixed]
+    from molen.cli.quick import print_outcome
+
     session = DataSession(open_workspace_of(ctx))
-    parent, results = run_experiments(session, variants, targets=stages or None, jobs=jobs, name=name)
+    parent, results = run_experiments(
+        session, variants, targets=stages or None, jobs=jobs, name=name, echo=print_outcome
+    )
     out = console()
     if len(results) > 1:
         for result in results:
@@ -59,6 +63,8 @@ def exp_run(
             what = ", ".join(f"{k}={v}" for k, v in result.overrides.items())
             out.print(f"{mark:>6}  {(result.run_id or '-')[:12]}  {what}")
         out.print(f"[dim]sweep recorded as run {parent[:12] if parent else '-'}: molen exp show[/]")
+    if len(results) == 1 and results[0].run_id:
+        out.print(f"[dim]recorded as run {results[0].run_id[:12]}: molen exp show[/]")
     if not all(result.ok for result in results):
         if len(results) > 1:
             failed = next(r for r in results if not r.ok)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from molen.data.tracked import DataSession, PathStatus
+    from molen.pipeline.repro import StageOutcome
     from molen.progress import Progress
     from molen.workspace import Workspace
 
@@ -176,6 +177,23 @@ _ACTION_COLORS = {
 }
 
 
+def _paint(code: str, text: str) -> str:
+    """``text`` in an ANSI colour where stdout is a terminal (and NO_COLOR is unset)."""
+    if sys.stdout.isatty() and "NO_COLOR" not in os.environ:
+        return f"\x1b[{code}m{text}\x1b[0m"
+    return text
+
+
+def print_outcome(outcome: StageOutcome) -> None:
+    """One line per stage of a repro: what happened, how long it took, why."""
+    why = _paint("2", f"  ({'; '.join(outcome.reasons)})") if outcome.reasons else ""
+    took = f" in {outcome.seconds:.1f} s" if outcome.action in {"ran", "restored"} else ""
+    action = _paint(_ACTION_COLORS.get(outcome.action, "0"), f"{outcome.action:>10}")
+    print(f"{action}  {outcome.name}{took}{why}", flush=True)
+    if outcome.error:
+        print(f"{'':>12}{_paint('31', outcome.error)}", flush=True)
+
+
 def pipeline_repro(
     workspace: Workspace | None = None,
     stages: list[str] | None = None,
@@ -191,31 +209,33 @@ def pipeline_repro(
 
     from molen.config import project_config
     from molen.data.tracked import DataSession
-    from molen.pipeline.repro import StageOutcome, repro
+    from molen.pipeline.repro import EXP_NAME_ENV, OVERRIDES_ENV, PARENT_ENV, RunOptions, repro
     from molen.pipeline.spec import load_pipeline
     from molen.workspace import open_workspace
 
     session = DataSession(workspace or open_workspace())
     pipeline = load_pipeline(session.project, project_config(session.project))
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    echo = print_outcome
 
-    def paint(code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if color else text
-
-    def echo(outcome: StageOutcome) -> None:
-        why = paint("2", f"  ({'; '.join(outcome.reasons)})") if outcome.reasons else ""
-        took = f" in {outcome.seconds:.1f} s" if outcome.action in {"ran", "restored"} else ""
-        action = paint(_ACTION_COLORS.get(outcome.action, "0"), f"{outcome.action:>10}")
-        print(f"{action}  {outcome.name}{took}{why}", flush=True)
-        if outcome.error:
-            print(f"{'':>12}{paint('31', outcome.error)}", flush=True)
-
+    options = RunOptions(  # set by `molen exp run` for an experiment of a sweep
+        os.environ.get(EXP_NAME_ENV) or "repro",
+        os.environ.get(PARENT_ENV) or None,
+        os.environ.get(OVERRIDES_ENV, ""),
+    )
     result = repro(
-        session, pipeline, stages or None, force=force, dry=dry, downstream=downstream, jobs=jobs, echo=echo
+        session,
+        pipeline,
+        stages or None,
+        force=force,
+        dry=dry,
+        downstream=downstream,
+        jobs=jobs,
+        echo=echo,
+        options=options,
     )
     if result.run_id:
         short = result.run_id[:12]
-        print(paint("2", f"recorded as run {short}: molen runs show {short}"))
+        print(_paint("2", f"recorded as run {short}: molen runs show {short}"))
     if not result.outcomes:
         print("no stages: declare them under `stages:` in molen.yaml")
     report = os.environ.get("MOLEN_REPRO_REPORT")

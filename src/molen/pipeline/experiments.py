@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from molen.data.tracked import DataSession
 from molen.errors import InvalidValueError, NotFoundError, UsageError
 from molen.pipeline.lock import LOCK_NAME, StageRecord
-from molen.pipeline.repro import EXP_NAME_ENV, OVERRIDES_ENV, PARENT_ENV
+from molen.pipeline.repro import EXP_NAME_ENV, OVERRIDES_ENV, PARENT_ENV, Echo
 from molen.pipeline.spec import PARAMS_FILE
 
 __all__ = ["Experiment", "apply_experiment", "grid", "parse_overrides", "run_experiments", "sample"]
@@ -90,7 +90,7 @@ def run_experiments(
     targets: list[str] | None = None,
     jobs: int = 1,
     name: str | None = None,
-    echo: bool = True,
+    echo: Echo | None = None,
 ) -> tuple[str | None, list[Experiment]]:
     """Run one experiment per entry of ``variants`` (param overrides); with several, under a
     parent run. Returns the parent run's id (None for one experiment) and the experiments."""
@@ -106,10 +106,10 @@ def run_experiments(
     def one(index_and_overrides: tuple[int, dict[str, Any]]) -> Experiment:
         index, overrides = index_and_overrides
         label = name if len(variants) == 1 and name else f"{name or 'exp'}-{index + 1}"
+        if len(variants) == 1:  # in this process: no second interpreter to start
+            return _run_here(session, overrides, targets or [], label, echo)
         parent_id = parent.id if parent else None
-        return _run_one(
-            session, overrides, targets or [], parent_id, label, stream=echo and len(variants) == 1
-        )
+        return _run_one(session, overrides, targets or [], parent_id, label, stream=False)
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -121,6 +121,36 @@ def run_experiments(
     if parent is not None:
         parent.end("FINISHED" if all(r.ok for r in results) else "FAILED")
     return (parent.id if parent else None), results
+
+
+def _run_here(
+    session: DataSession, overrides: dict[str, Any], targets: list[str], label: str, echo: Echo | None
+) -> Experiment:
+    """One experiment in a working copy, run by this process (the stage commands are still
+    separate processes, and see the project's stores in their environment)."""
+    from molen.config import project_config
+    from molen.pipeline.repro import RunOptions, repro
+    from molen.pipeline.spec import load_pipeline
+    from molen.workspace import open_workspace
+
+    copy = session.project.state_dir / "exps" / uuid.uuid4().hex[:12]
+    try:
+        _copy_workspace(session.project.root, copy)
+        _apply_params(copy, overrides)
+        settings = session.workspace.settings
+        stores = {"tracking.uri": settings["tracking.uri"], "objects.url": settings["objects.url"]}
+        here = DataSession(open_workspace(copy, flags=stores))
+        pipeline = load_pipeline(here.project, project_config(here.project))
+        options = RunOptions(label, None, _overrides_text(overrides))
+        result = repro(here, pipeline, targets or None, echo=echo or (lambda outcome: None), options=options)
+        here.close()
+        return Experiment(overrides, result.run_id, not result.failed, "")
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _overrides_text(overrides: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in overrides.items())
 
 
 def _run_one(
@@ -143,7 +173,7 @@ def _run_one(
             **os.environ,
             "MOLEN_TRACKING_URI": str(settings["tracking.uri"]),
             "MOLEN_OBJECTS_URL": str(settings["objects.url"]),
-            OVERRIDES_ENV: ", ".join(f"{k}={v}" for k, v in overrides.items()),
+            OVERRIDES_ENV: _overrides_text(overrides),
             EXP_NAME_ENV: label,
             REPORT_ENV: str(report),
         }

@@ -31,7 +31,15 @@ from molen.pipeline.spec import Pipeline, Stage
 from molen.pipeline.status import StageState, run_cache_key, stage_state
 from molen.stores.objects.base import ObjectStore
 
-__all__ = ["RUN_CACHE", "RUN_ID_ENV", "ReproResult", "StageOutcome", "repro", "run_cache_outs"]
+__all__ = [
+    "RUN_CACHE",
+    "RUN_ID_ENV",
+    "ReproResult",
+    "RunOptions",
+    "StageOutcome",
+    "repro",
+    "run_cache_outs",
+]
 
 RUN_ID_ENV = "MOLEN_RUN_ID"
 PARENT_ENV = "MOLEN_PARENT_RUN_ID"  # an experiment of a sweep: its parent run
@@ -49,6 +57,15 @@ class StageOutcome(NamedTuple):
     reasons: list[str]
     seconds: float = 0.0
     error: str = ""
+
+
+class RunOptions(NamedTuple):
+    """How the run that records a repro is named and placed: its name, its parent (an
+    experiment of a sweep), the params an experiment overrode (shown by `molen exp show`)."""
+
+    name: str = "repro"
+    parent_id: str | None = None
+    overrides: str = ""
 
 
 class ReproResult(NamedTuple):
@@ -69,8 +86,16 @@ class _Execution:
     """One `molen repro`: the lock as it is being rewritten, the run, the stages' results."""
 
     def __init__(
-        self, session: DataSession, pipeline: Pipeline, *, force: bool, dry: bool, echo: Echo
+        self,
+        session: DataSession,
+        pipeline: Pipeline,
+        *,
+        force: bool,
+        dry: bool,
+        echo: Echo,
+        options: RunOptions = RunOptions(),
     ) -> None:
+        self.options = options
         self.session = session
         self.pipeline = pipeline
         self.force = force
@@ -90,14 +115,13 @@ class _Execution:
                 from molen.tracking.runs import start_run
 
                 self.run = start_run(
-                    name=os.environ.get(EXP_NAME_ENV) or "repro",
+                    name=self.options.name,
                     workspace=self.session.workspace,
-                    parent_id=os.environ.get(PARENT_ENV) or None,
+                    parent_id=self.options.parent_id,
                 )
                 self.run.set_tag("molen.pipeline", "repro")
-                overrides = os.environ.get(OVERRIDES_ENV)
-                if overrides:  # an experiment: the params it changed, for `molen exp show`
-                    self.run.set_tag("molen.exp.overrides", overrides)
+                if self.options.overrides:  # an experiment: the params it changed
+                    self.run.set_tag("molen.exp.overrides", self.options.overrides)
             return self.run
 
     def finish_run(self) -> str | None:
@@ -247,6 +271,7 @@ def repro(
     downstream: bool = False,
     jobs: int = 1,
     echo: Echo = lambda outcome: None,
+    options: RunOptions = RunOptions(),
 ) -> ReproResult:
     """Bring the ``targets`` (default: every stage) up to date; see the module docstring.
 
@@ -254,7 +279,7 @@ def repro(
     caller can show everything that ran. Example: ``repro(session, pipeline, ["train"], jobs=2)``.
     """
     order = pipeline.order(targets, downstream=downstream)
-    execution = _Execution(session, pipeline, force=force, dry=dry, echo=echo)
+    execution = _Execution(session, pipeline, force=force, dry=dry, echo=echo, options=options)
     pending = list(order)
     running: dict[Future[StageOutcome], str] = {}
 
