@@ -360,3 +360,54 @@ def test_bad_experiment_input_is_one_clear_line(project: Project) -> None:
     assert bad.returncode == 2 and "param train.nope is not in params.yaml" in bad.stderr
     assert molen("exp", "run", "-S", "novalue", cwd=root).returncode == 2
     assert molen("exp", "apply", "ffffffff", cwd=root).returncode == 3
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _commit(root: Path, message: str) -> None:
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "t@example.com"],
+        ["git", "config", "user.name", "t"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", message],
+    ):
+        subprocess.run(command, cwd=root, check=True, capture_output=True)
+
+
+def test_verify_rebuilds_a_past_run_from_its_commit(project: Project) -> None:
+    root = project.root
+    (root / ".gitignore").write_text(".molen/\n")
+    _commit(root, "pipeline")
+    first = molen("exp", "run", "-S", "train.lr=0.1", cwd=root)  # params not in the commit
+    assert first.returncode == 0, first.stderr
+    import molen as api
+
+    (experiment,) = api.search_runs("tags.`molen.exp.overrides` = 'train.lr=0.1'")
+    (root / "train.py").write_text("raise SystemExit('the workspace moved on')\n")  # not what ran
+    checked = molen("repro", "--verify", experiment.id[:10], cwd=root)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "reproduces" in checked.stdout
+    assert (root / "train.py").read_text().startswith("raise")  # the workspace is untouched
+
+
+def test_verify_reports_what_does_not_reproduce(project: Project) -> None:
+    root = project.root
+    (root / ".gitignore").write_text(".molen/\n")
+    (root / "train.py").write_text(
+        TRAIN.replace('params["lr"]', 'params["lr"] * __import__("random").random()')
+    )
+    _commit(root, "a training that is not deterministic")
+    assert molen("repro", cwd=root).returncode == 0
+    import molen as api
+
+    (original,) = api.search_runs("name = 'repro'")
+    checked = molen("repro", "--verify", original.id, "--tolerance", "0", cwd=root)
+    assert checked.returncode == 1
+    assert "does not reproduce" in checked.stdout
+    assert (
+        "out model.json (stage train) differs" in checked.stdout and "metric score differs" in checked.stdout
+    )
+    no_lock = molen("repro", "--verify", "ffffffff", cwd=root)
+    assert no_lock.returncode == 3 and "Traceback" not in no_lock.stderr

@@ -41,16 +41,40 @@ def repro(
         bool, typer.Option("--downstream", help="Also the stages that depend on STAGES.")
     ] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Stages run side by side.")] = 1,
+    verify: Annotated[
+        str | None,
+        typer.Option("--verify", metavar="RUN", help="Rebuild this past run from its commit and check it."),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", min=0.0, help="Relative tolerance for metrics with --verify.")
+    ] = 1e-9,
 ) -> None:
     """Run the stages whose cmd, deps or params changed, in dependency order, as one tracked run.
 
+    With --verify RUN: rebuild that past run in a clean checkout of its commit, with its params
+    and data versions, and compare outs and metrics (exit 1 if it does not reproduce).
     Stages that do not depend on each other run in parallel with -j. A stage whose cmd, deps
     and params ran before (here, or on a teammate's machine after `molen data pull`) gets its
     outs back from the run cache instead of running. The result is written to molen.lock.
     """
-    from molen.cli.quick import pipeline_repro
+    from molen.cli.quick import pipeline_repro, print_outcome
 
-    pipeline_repro(open_workspace_of(ctx), stages, force, dry, downstream, jobs)
+    if verify is None:
+        pipeline_repro(open_workspace_of(ctx), stages, force, dry, downstream, jobs)
+        return
+    from molen.cli.render import console
+    from molen.data.tracked import DataSession
+    from molen.pipeline.verify import verify_run
+
+    result = verify_run(DataSession(open_workspace_of(ctx)), verify, tolerance=tolerance, echo=print_outcome)
+    out = console()
+    if result.reproduced:
+        out.print(f"[green]run {result.run_id[:12]} reproduces[/]: same outs, same metrics")
+        return
+    out.print(f"[red]run {result.run_id[:12]} does not reproduce[/]:")
+    for difference in result.differences:
+        out.print(f"  {difference}")
+    raise typer.Exit(1)
 
 
 @app.command()
