@@ -340,6 +340,16 @@ class ObjectStore(ABC):
         if digest in source.packed():
             self._write_bytes(self.key_of(digest), source.get_bytes(digest, verify=True))
             return
+        from molen.stores.objects.local import LocalObjectStore
+
+        if isinstance(source, LocalObjectStore):  # upload straight from the cache file, hashed as it streams
+            try:
+                self._write_file(self.key_of(digest), source.path_of(digest), digest)
+            except FileNotFoundError:
+                raise source._missing(digest) from None
+            except ConflictError:  # the cache file does not hash to its name
+                raise source._corrupt(digest) from None
+            return
         with tempfile.TemporaryDirectory(prefix="molen-transfer-") as folder:
             local = source.get_file(digest, Path(folder) / "object", verify=True)
             self.put_file(local, digest=digest)

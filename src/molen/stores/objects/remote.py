@@ -17,7 +17,7 @@ from typing import Any
 
 import blake3
 
-from molen.errors import ConflictError, MissingDependencyError, MolenError, StoreUnavailableError
+from molen.errors import MissingDependencyError, MolenError, StoreUnavailableError
 from molen.stores.objects.base import CHUNK_SIZE, ObjectStore, changed_while_storing
 from molen.stores.objects.packs import PACKS
 
@@ -124,20 +124,6 @@ class FsspecObjectStore(ObjectStore):
                 raise
             dst.close()  # the upload completes (and becomes visible) only here
             self._finish(target, key)
-
-    def copy_from(self, source: ObjectStore, digest: str) -> None:
-        """Upload straight from a local cache file, hashed as it streams (no temporary copy)."""
-        from molen.stores.objects.local import LocalObjectStore
-
-        if not isinstance(source, LocalObjectStore) or digest in source.packed():
-            super().copy_from(source, digest)
-            return
-        try:
-            self._write_file(self.key_of(digest), source.path_of(digest), digest)
-        except FileNotFoundError:
-            raise source._missing(digest) from None
-        except ConflictError:  # the cache file does not hash to its name
-            raise source._corrupt(digest) from None
 
     def _write_bytes(self, key: str, data: bytes) -> None:
         target = self._target(key)

@@ -212,18 +212,3 @@ class S3ObjectStore(ObjectStore):
         except FileNotFoundError:
             raise self._missing(digest) from None
         return int(answer["ContentLength"])
-
-    def copy_from(self, source: ObjectStore, digest: str) -> None:
-        """Upload straight from a local cache file, hashed as it streams (no temporary copy)."""
-        from molen.errors import ConflictError
-        from molen.stores.objects.local import LocalObjectStore
-
-        if not isinstance(source, LocalObjectStore) or digest in source.packed():
-            super().copy_from(source, digest)
-            return
-        try:
-            self._write_file(self.key_of(digest), source.path_of(digest), digest)
-        except FileNotFoundError:
-            raise source._missing(digest) from None
-        except ConflictError:  # the cache file does not hash to its name
-            raise source._corrupt(digest) from None
