@@ -411,3 +411,23 @@ def test_verify_reports_what_does_not_reproduce(project: Project) -> None:
     )
     no_lock = molen("repro", "--verify", "ffffffff", cwd=root)
     assert no_lock.returncode == 3 and "Traceback" not in no_lock.stderr
+
+
+def test_gc_keeps_the_pipeline_outs(project: Project) -> None:
+    from molen.data.gc import collect_garbage
+
+    run(project)
+    (project.root / "params.yaml").write_text("train:\n  lr: 0.25\n  max_depth: 4\n")
+    run(project)  # the lr 0.5 outs are now only in the run cache
+    (project.root / "runs.log").write_text("")
+    result = collect_garbage(session())
+    assert result.kept > 0
+    from molen.data.manifest import Manifest
+
+    cache = open_workspace().objects
+    prepared = read_lock(project.root)["prepare"].outs["data/prepared"]
+    files = Manifest.from_bytes(cache.get_bytes(prepared.hash)).entries
+    assert all(cache.exists(entry.digest) for entry in files)  # a folder out keeps its files
+    (project.root / "params.yaml").write_text("train:\n  lr: 0.5\n  max_depth: 4\n")
+    assert actions(run(project))["train"] == "restored"  # its outs survived the gc
+    assert (project.root / "runs.log").read_text() == ""

@@ -1,8 +1,9 @@
 """``molen data gc``: remove cache objects nothing refers to any more.
 
 Kept: every object a pointer names — in the workspace, at HEAD, or (``all_commits``) in any
-commit of any branch — the files of those folders' manifests, and every object a recorded
-run refers to (artifacts, data inputs). A referenced manifest missing from the cache makes gc
+commit of any branch — the outs of the pipeline (molen.lock, and every execution its run cache
+remembers), the files of those folders' manifests, and every object a recorded run refers to
+(artifacts, data inputs). A referenced manifest missing from the cache makes gc
 refuse, since it could not know which files that folder still needs.
 """
 
@@ -42,6 +43,11 @@ def _referenced(session: DataSession, all_commits: bool) -> set[str]:
             except UsageError:  # an empty repository has no HEAD yet
                 if revision != "HEAD":
                     raise
+    from molen.pipeline.lock import lock_outs
+    from molen.pipeline.repro import run_cache_outs
+
+    # a pipeline's outs: those molen.lock records, and every execution the run cache remembers
+    pointers += [t.pointer for t in (*lock_outs(root), *run_cache_outs(session.cache))]
     keep = {p.hash for p in pointers}
     for pointer in {p.hash: p for p in pointers if p.kind == "directory"}.values():
         data = session.cache.get_bytes(pointer.hash) if session.cache.exists(pointer.hash) else None
