@@ -1,9 +1,11 @@
-"""molen's main job, as a short demo: a fresh project, versioned data, tracked runs, a comparison.
+"""molen's main job, as a short demo: versioned data, tracked runs, a pipeline, experiments.
 
 Run it with ``bash scripts/demo.sh`` (or ``molen demo``). It trains a tiny logistic regression
 in pure Python three times with different learning rates, records every run (params, a loss
-curve, metrics, the data version, the git commit), then lists and compares the runs with the
-same commands a user types. The project is left behind for exploring.
+curve, metrics, the data version, the git commit), lists and compares the runs with the same
+commands a user types, then declares the training as a pipeline stage, reproduces it (twice:
+the second time nothing runs) and sweeps its params as experiments. The project is left
+behind for exploring.
 """
 
 from __future__ import annotations
@@ -131,14 +133,53 @@ def run_demo(where: Path | None = None) -> Path:
     _molen("runs", "list", "--filter", "metrics.auc > 0.8 and params.epochs = '30'")
     _say("Side by side: what differs, and which run is best at each metric")
     _molen("runs", "compare", *(run_id[:8] for run_id in ids))
+
+    _say("The same training as a pipeline stage: it reruns only when data.csv or its params change")
+    (project.root / "params.yaml").write_text("lr: 0.3\nepochs: 30\n")
+    with open(project.config_path, "a") as config:
+        config.write(
+            "stages:\n"
+            "  train:\n"
+            f"    cmd: {sys.executable} -m molen.demo --train-stage\n"
+            "    deps: [data.csv]\n"
+            "    params: [lr, epochs]\n"
+            "    outs: [model.json]\n"
+            "    metrics: [metrics.json]\n"
+        )
+    _molen("repro")
+    _molen("repro")
+    _say("Experiments: every combination in a working copy, the workspace untouched")
+    _molen("exp", "run", "--grid", "lr=0.1,1.0", "--grid", "epochs=20,40", "-j", "2")
+    _molen("exp", "show", "--sort", "-metrics.auc", "--only-changed")
     _say("Done")
     print(f"  The project is left in {project.root}; try, from there:")
     print(f"    molen runs show {ids[-1][:8]}")
     print("    molen runs list --format json")
     print("    molen data log data.csv      # the data version, and the runs that used it")
+    print("    molen dag; molen status; molen exp apply RUN")
     print(f"  (`{sys.executable} -m molen` works too, if `molen` is not on your PATH.)")
     return project.root
 
 
+def train_stage() -> None:
+    """The demo pipeline's stage: train with params.yaml's lr and epochs on data.csv, log into
+    the pipeline's run (``molen.start_run()`` attaches to it), write model.json and metrics.json."""
+    import json
+
+    import yaml
+
+    import molen
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    features, labels = _load(Path("data.csv"))
+    with molen.start_run():
+        metrics = _train(features, labels, float(params["lr"]), int(params["epochs"]))
+    Path("model.json").write_text(json.dumps({"lr": params["lr"], "epochs": params["epochs"]}))
+    Path("metrics.json").write_text(json.dumps(metrics))
+
+
 if __name__ == "__main__":
-    run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+    if sys.argv[1:] == ["--train-stage"]:
+        train_stage()
+    else:
+        run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -39,10 +39,12 @@ def progress() -> Progress:
 
 
 def data_status(session: DataSession, paths: list[str], form: str = "table") -> None:
+    """``molen data status``: which tracked paths changed (table or JSON)."""
     print_status(session.status(paths or None, progress=progress()), form)
 
 
 def data_checkout(session: DataSession, paths: list[str], force: bool = False) -> None:
+    """``molen data checkout``: make the workspace match the pointers."""
     changed = session.checkout(paths or None, force=force, progress=progress())
     print(f"checked out {', '.join(changed)}" if changed else "the workspace already matches the pointers")
 
@@ -50,6 +52,7 @@ def data_checkout(session: DataSession, paths: list[str], force: bool = False) -
 def data_push(
     session: DataSession, paths: list[str], remote: str | None = None, jobs: int | None = None
 ) -> None:
+    """``molen data push``: send what the remote lacks (with the pipeline's outs and run cache)."""
     from molen.data.transfer import push
 
     result = push(
@@ -67,6 +70,7 @@ def data_fetch(
     jobs: int | None = None,
     force: bool = False,
 ) -> None:
+    """``molen data fetch``: bring what the cache lacks (with the pipeline's outs and run cache)."""
     from molen.data.transfer import fetch
 
     result = fetch(
@@ -89,6 +93,7 @@ def data_pull(
     jobs: int | None = None,
     force: bool = False,
 ) -> None:
+    """``molen data pull``: fetch, then check out (the pipeline's outs too)."""
     from molen.data.transfer import pull
 
     result, changed = pull(
