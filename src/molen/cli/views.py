@@ -213,22 +213,33 @@ def experiments_table(records: list[RunRecord], format: str, *, only_changed: bo
         return
     from rich.table import Table
 
+    # narrow enough for an 80-column terminal: short ids, compact numbers, status only when
+    # some run did not finish
+    show_status = any(r.status != "FINISHED" for r in records)
     table = Table(header_style="bold", pad_edge=False, box=None)
-    for column in ("run", "name", "status", "changed"):
-        table.add_column(column, no_wrap=True, style="bold" if column == "run" else None)
+    table.add_column("run", no_wrap=True, style="bold")
+    if show_status:
+        table.add_column("status", no_wrap=True)
+    table.add_column("changed", overflow="fold")
     for key in params[:_MAX_KEYS]:
-        table.add_column(f"[blue]{key}[/]", justify="right", no_wrap=True)
+        table.add_column(f"[blue]{key}[/]", justify="right", overflow="fold")
     for key in metrics[:_MAX_KEYS]:
-        table.add_column(f"[magenta]{key}[/]", justify="right", no_wrap=True)
+        table.add_column(f"[magenta]{key}[/]", justify="right", overflow="fold")
     for r in records:
         table.add_row(
-            r.id[:8],
-            r.name,
-            r.status,
+            r.id[:7],
+            *([r.status] if show_status else []),
             r.tags.get("molen.exp.overrides", "") or "[dim]workspace[/]",
             *(str(r.params.get(k, "")) for k in params[:_MAX_KEYS]),
-            *(format_value(r.metrics.get(k)) for k in metrics[:_MAX_KEYS]),
+            *(_compact(r.metrics.get(k)) for k in metrics[:_MAX_KEYS]),
         )
     console().print(
         table if records else "no pipeline runs yet: `molen repro` or `molen exp run -S KEY=VALUE`"
     )
+
+
+def _compact(value: float | None) -> str:
+    """A metric in at most four significant digits (a table cell, not a record)."""
+    if value is None:
+        return ""
+    return f"{value:.4g}"
