@@ -431,3 +431,41 @@ def test_gc_keeps_the_pipeline_outs(project: Project) -> None:
     (project.root / "params.yaml").write_text("train:\n  lr: 0.5\n  max_depth: 4\n")
     assert actions(run(project))["train"] == "restored"  # its outs survived the gc
     assert (project.root / "runs.log").read_text() == ""
+
+
+def test_a_repro_killed_mid_stage_is_completed_by_the_next(project: Project) -> None:
+    import os
+    import signal
+    import time
+
+    root = project.root
+    (root / "train.py").write_text(
+        "import pathlib, time\n"
+        "pathlib.Path('model.json').write_text('{\"weight\": ')\n"  # half an out, then a long pause
+        "pathlib.Path('started').write_text('')\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [*MOLEN, "repro"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (root / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # molen and its stage, as a killed job goes
+    process.wait()
+    assert set(read_lock(root)) == {"prepare"}  # the interrupted stage recorded nothing
+    from molen.hashing import hash_bytes
+
+    assert not open_workspace().objects.exists(hash_bytes(b'{"weight": '))
+    (root / "train.py").write_text(TRAIN)
+    again = molen("repro", cwd=root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "up-to-date  prepare" in again.stdout and "ran  train" in again.stdout
+    assert set(read_lock(root)) == {"prepare", "train", "evaluate"}
+    import molen as api
+
+    assert {r.status for r in api.search_runs()} == {"KILLED", "FINISHED"}  # the dead run is marked
