@@ -23,7 +23,13 @@ from pathlib import Path
 from types import TracebackType
 
 from molen.atomic import write_atomic
-from molen.errors import ConflictError, CorruptObjectError, InvalidValueError, NotFoundError
+from molen.errors import (
+    ConflictError,
+    CorruptObjectError,
+    InvalidValueError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from molen.hashing import hash_bytes, hash_file, is_digest
 from molen.stores.objects.packs import (
     PACK_MAX_OBJECT,
@@ -377,6 +383,33 @@ class ObjectStore(ABC):
         if location is not None:
             return location[2]
         return len(self.get_bytes(digest, verify=False))
+
+    # -- the errors every remote backend reports the same way (no credentials in them) ---------
+
+    def _no_bucket(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"cannot write to the object store {self.url}: the bucket does not exist; "
+            "create it, or fix objects.url"
+        )
+
+    def _access_denied(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"access denied to the object store {self.url}; check the credentials "
+            "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the bucket policy"
+        )
+
+    def _no_credentials(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"no credentials for the object store {self.url}; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        )
+
+    def _unreachable(self, what: str = "") -> StoreUnavailableError:
+        detail = f" ({what})" if what else ""
+        return StoreUnavailableError(
+            f"cannot reach the object store {self.url}{detail}; check the URL, the endpoint "
+            "(objects.s3_endpoint_url) and the network"
+        )
 
     def _missing(self, digest: str) -> NotFoundError:
         return NotFoundError(f"object {digest} is not in the object store {self.url}")

@@ -61,27 +61,15 @@ class FsspecObjectStore(ObjectStore):
             raise
         except FileNotFoundError:
             if writing:  # nothing to find when writing: the bucket itself is missing
-                raise StoreUnavailableError(
-                    f"cannot write to the object store {self.url}: the bucket does not exist; "
-                    "create it, or fix objects.url"
-                ) from None
+                raise self._no_bucket() from None
             raise
         except PermissionError:
-            raise StoreUnavailableError(
-                f"access denied to the object store {self.url}; check the credentials "
-                "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the bucket policy"
-            ) from None
+            raise self._access_denied() from None
         except Exception as exc:
             if "NoCredentialsError" in {type(e).__name__ for e in _chain(exc)}:
-                raise StoreUnavailableError(
-                    f"no credentials for the object store {self.url}; set AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
-                ) from None
+                raise self._no_credentials() from None
             if _is_connection_error(exc):
-                raise StoreUnavailableError(
-                    f"cannot reach the object store {self.url}; check the URL, the endpoint "
-                    "(objects.s3_endpoint_url) and the network"
-                ) from None
+                raise self._unreachable() from None
             if isinstance(exc, OSError):
                 raise StoreUnavailableError(
                     f"the object store {self.url} failed: {type(exc).__name__}; "

@@ -68,17 +68,11 @@ class S3ObjectStore(ObjectStore):
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code == "NoSuchBucket" and writing:
-                raise StoreUnavailableError(
-                    f"cannot write to the object store {self.url}: the bucket does not exist; "
-                    "create it, or fix objects.url"
-                ) from None
+                raise self._no_bucket() from None
             if code in _MISSING:
                 raise FileNotFoundError(code) from None
             if code in {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}:
-                raise StoreUnavailableError(
-                    f"access denied to the object store {self.url}; check the credentials "
-                    "(AWS_ACCESS_KEY_ID / AWS_PROFILE) and the bucket policy"
-                ) from None
+                raise self._access_denied() from None
             if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}:
                 raise StoreUnavailableError(
                     f"the object store {self.url} rejected the credentials ({code}); check "
@@ -86,15 +80,9 @@ class S3ObjectStore(ObjectStore):
                 ) from None
             raise StoreUnavailableError(f"the object store {self.url} failed: {code or 'error'}") from None
         except NoCredentialsError:
-            raise StoreUnavailableError(
-                f"no credentials for the object store {self.url}; set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
-            ) from None
+            raise self._no_credentials() from None
         except BotoCoreError as exc:
-            raise StoreUnavailableError(
-                f"cannot reach the object store {self.url} ({type(exc).__name__}); check the URL, "
-                "the endpoint (objects.s3_endpoint_url) and the network"
-            ) from None
+            raise self._unreachable(type(exc).__name__) from None
 
     # -- primitives -----------------------------------------------------------------------------
 
