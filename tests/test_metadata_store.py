@@ -1147,3 +1147,98 @@ def test_postgres_stopped_mid_use_then_back(postgres_server: PostgresServer, pos
         assert opened.get_run(run_id).metrics == {"m": 2.0}
     finally:
         opened.close()
+
+
+# --------------------------------------------------------------------------- the stdlib SQLite reader
+
+
+@pytest.fixture(scope="module")
+def sqlite_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('lite')}/molen.db"
+    opened = SqlMetadataStore(url)
+    try:
+        yield build_world(opened)
+    finally:
+        opened.close()
+
+
+def _lite(world: World, **kwargs: Any) -> list[Any] | None:
+    from molen.stores.metadata.lite import search_runs_lite
+
+    options: dict[str, Any] = {
+        "where": None,
+        "experiments": None,
+        "sort": (),
+        "limit": None,
+        "deleted": False,
+    }
+    options.update(kwargs)
+    return search_runs_lite(world.store.url, settled_only=False, **options)
+
+
+@pytest.mark.parametrize("text", [case[0] for case in FILTER_CASES])
+def test_the_sqlite_reader_finds_what_the_store_finds(sqlite_world: World, text: str) -> None:
+    where = parse_filter(text)
+    assert _lite(sqlite_world, where=where) == sqlite_world.store.search_runs(where=where)
+
+
+@pytest.mark.parametrize("text", SORT_CASES)
+def test_the_sqlite_reader_sorts_as_the_store_sorts(sqlite_world: World, text: str) -> None:
+    keys = parse_sort(text)
+    assert _lite(sqlite_world, sort=keys, limit=7) == sqlite_world.store.search_runs(sort=keys, limit=7)
+    assert _lite(sqlite_world, deleted=True) == sqlite_world.store.search_runs(deleted=True)
+
+
+def test_the_sqlite_reader_steps_aside_when_it_cannot_answer(sqlite_world: World, tmp_path: Path) -> None:
+    from molen.stores.metadata.lite import search_runs_lite
+
+    def lite(url: str, **kwargs: Any) -> Any:
+        options: dict[str, Any] = {"where": None, "experiments": None, "sort": (), "limit": None}
+        return search_runs_lite(url, deleted=False, **{**options, **kwargs})
+
+    url = sqlite_world.store.url
+    assert lite(url) is None  # runs still marked RUNNING: the store reaps dead ones first
+    assert _lite(sqlite_world, experiments=["no-such-experiment"]) is None  # the store explains
+    assert lite("postgresql+psycopg://localhost/x") is None
+    assert lite("sqlite:///:memory:") is None and lite(f"sqlite:///{tmp_path}/absent.db") is None
+    import sqlite3
+
+    other = tmp_path / "old.db"
+    with sqlite3.connect(other) as connection:  # a schema this reader does not know
+        connection.execute("CREATE TABLE alembic_version (version_num TEXT)")
+        connection.execute("INSERT INTO alembic_version VALUES ('0000')")
+    assert lite(f"sqlite:///{other}") is None
+
+
+def test_search_runs_on_sqlite_needs_no_sqlalchemy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/molen.db"
+    store = SqlMetadataStore(url)
+    experiment = store.get_or_create_experiment("e")
+    store.create_run(
+        run_id="a" * 32,
+        experiment_id=experiment.id,
+        name="r",
+        start_time=1,
+        parent_id=None,
+        user="u",
+        host="h",
+        pid=None,
+        pid_started=None,
+        tags={},
+        artifacts=[],
+    )
+    store.end_run("a" * 32, "FINISHED", 2)
+    store.close()
+    probe = (
+        "import sys, molen; runs = molen.search_runs('name = \"r\"'); "
+        "assert [r.id for r in runs] == ['a' * 32], runs; "
+        "assert 'sqlalchemy' not in sys.modules, 'SQLAlchemy was imported'"
+    )
+    env = {**__import__("os").environ, "MOLEN_TRACKING_URI": url}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

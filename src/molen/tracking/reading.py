@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from molen.entities import Metric, RunRecord, RunStatus
 from molen.query import parse_filter, parse_sort
-from molen.stores.metadata.sql import SqlMetadataStore
 from molen.tracking.validation import check_key
 from molen.workspace import Workspace, open_workspace
+
+if TYPE_CHECKING:
+    from molen.stores.metadata.sql import SqlMetadataStore
 
 __all__ = ["get_metric_history", "get_run", "reap_dead_runs", "search_runs"]
 
@@ -85,18 +87,21 @@ def search_runs(
     Example: ``molen.search_runs("metrics.auc > 0.9", order_by="-metrics.auc")``
     """
     workspace = workspace or open_workspace()
-    store = _reaped(workspace)
-    experiment_ids = None
-    if experiment is not None:
-        names = [experiment] if isinstance(experiment, str) else list(experiment)
-        experiment_ids = [store.get_experiment(name).id for name in names]
-    records = store.search_runs(
-        where=parse_filter(filter) if filter and filter.strip() else None,
-        experiment_ids=experiment_ids,
-        sort=parse_sort(order_by) if order_by else (),
-        limit=limit,
-        deleted=deleted,
+    where = parse_filter(filter) if filter and filter.strip() else None
+    sort = parse_sort(order_by) if order_by else ()
+    names = None if experiment is None else [experiment] if isinstance(experiment, str) else list(experiment)
+    from molen.stores.metadata.lite import search_runs_lite
+
+    # a SQLite store is read without importing SQLAlchemy when it can be (see .lite)
+    records = search_runs_lite(
+        str(workspace.settings["tracking.uri"] or ""), where, names, sort, limit=limit, deleted=deleted
     )
+    if records is None:
+        store = _reaped(workspace)
+        experiment_ids = None if names is None else [store.get_experiment(name).id for name in names]
+        records = store.search_runs(
+            where=where, experiment_ids=experiment_ids, sort=sort, limit=limit, deleted=deleted
+        )
     return records_to_frame(records) if as_frame else records
 
 

@@ -1,13 +1,17 @@
 """The metadata store: experiments, runs, params, metrics, tags, artifacts, data versions.
 
 Picked by URL (``sqlite:///…`` or ``postgresql+psycopg://…``); one open store per URL and process.
+SQLAlchemy is imported when a store is opened, not with this package: the SQLite reader in
+:mod:`.lite` answers quick searches without it.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING, Any
 
-from molen.stores.metadata.sql import SqlMetadataStore
+if TYPE_CHECKING:
+    from molen.stores.metadata.sql import SqlMetadataStore
 
 __all__ = ["SqlMetadataStore", "close_metadata_stores", "open_metadata_store"]
 
@@ -15,8 +19,18 @@ _open: dict[str, SqlMetadataStore] = {}
 _lock = threading.Lock()
 
 
+def __getattr__(name: str) -> Any:
+    if name == "SqlMetadataStore":
+        from molen.stores.metadata.sql import SqlMetadataStore
+
+        return SqlMetadataStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_metadata_store(url: str) -> SqlMetadataStore:
     """The metadata store at ``url``, opened (and migrated) once per process."""
+    from molen.stores.metadata.sql import SqlMetadataStore
+
     with _lock:
         store = _open.get(url)
         if store is None:

@@ -13,12 +13,9 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from molen.errors import SchemaVersionError
+from molen.stores.metadata.revisions import HEAD, KNOWN_REVISIONS
 
 __all__ = ["HEAD", "KNOWN_REVISIONS", "ensure_schema"]
-
-#: Every revision in ``migrations/versions``, oldest first; the last is the head.
-KNOWN_REVISIONS = ("0001",)
-HEAD = KNOWN_REVISIONS[-1]
 
 
 def _current_revision(engine: Engine) -> str | None:

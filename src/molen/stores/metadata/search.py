@@ -1,120 +1,206 @@
-"""Compile the filter language's syntax tree (:mod:`molen.query`) to SQLAlchemy expressions.
+"""Compile the filter language's syntax tree (:mod:`molen.query`) to SQL over molen's tables.
 
-Every value is a bound parameter; no SQL text is built from user input.
+Every value is a bound parameter (``?`` markers, which :func:`for_driver` turns into the
+driver's style); no SQL text is built from user input. Standard library only: the same SQL is
+run through SQLAlchemy's connection on SQLite and PostgreSQL, and by the stdlib ``sqlite3``
+reader that answers quick commands without importing SQLAlchemy (:mod:`.lite`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
-from sqlalchemy.sql.elements import UnaryExpression
-
+from molen.entities import Artifact, DataInput, RunRecord
 from molen.query import And, Comparison, Field, Filter, Not, Or, SortKey
-from molen.stores.metadata.schema import experiments, latest_metrics, params, runs, tags
 
-__all__ = ["compile_filter", "order_by"]
+__all__ = ["RUN_COLUMNS", "RunQuery", "count_query", "for_driver", "records_of", "runs_query"]
 
-_ATTRIBUTE_COLUMNS: dict[str, Any] = {
-    "run_id": runs.c.id,
-    "name": runs.c.name,
-    "status": runs.c.status,
-    "experiment": experiments.c.name,
-    "user": runs.c.user,
-    "start_time": runs.c.start_time,
-    "end_time": runs.c.end_time,
-    "duration": runs.c.end_time - runs.c.start_time,
-    "parent_id": runs.c.parent_id,
+#: The columns a run is read with, in the order :func:`records_of` expects them.
+RUN_COLUMNS = (
+    "runs.id, runs.experiment_id, experiments.name, runs.name, runs.status, runs.start_time, "
+    'runs.end_time, runs.parent_id, runs.lifecycle, runs."user", runs.host'
+)
+_FROM = "runs JOIN experiments ON experiments.id = runs.experiment_id"
+_ATTRIBUTE_COLUMNS = {
+    "run_id": "runs.id",
+    "name": "runs.name",
+    "status": "runs.status",
+    "experiment": "experiments.name",
+    "user": 'runs."user"',
+    "start_time": "runs.start_time",
+    "end_time": "runs.end_time",
+    "duration": "(runs.end_time - runs.start_time)",
+    "parent_id": "runs.parent_id",
 }
-_KEYED = {"metrics": latest_metrics, "params": params, "tags": tags}
+_KEYED = {"metrics": "latest_metrics", "params": "params", "tags": "tags"}
+_OPERATORS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "like": "LIKE"}
 
 
-def _compare(column: Any, comparison: Comparison) -> ColumnElement[bool]:
+class RunQuery(NamedTuple):
+    """SQL text with ``?`` markers and its parameters, in order."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+def for_driver(sql: str, paramstyle: str) -> str:
+    """``sql`` with its ``?`` markers in the driver's style (``%s`` for psycopg)."""
+    return sql if paramstyle == "qmark" else sql.replace("?", "%s")
+
+
+def _compare(column: str, comparison: Comparison, params: list[Any]) -> str:
     op, value = comparison.op, comparison.value
-    if op == "=":
-        return column == value  # type: ignore[no-any-return]
-    if op == "!=":
-        return column != value  # type: ignore[no-any-return]
-    if op == "<":
-        return column < value  # type: ignore[no-any-return]
-    if op == "<=":
-        return column <= value  # type: ignore[no-any-return]
-    if op == ">":
-        return column > value  # type: ignore[no-any-return]
-    if op == ">=":
-        return column >= value  # type: ignore[no-any-return]
-    if op == "like":
-        return column.like(value)  # type: ignore[no-any-return]
+    if op in _OPERATORS:
+        params.append(value)
+        return f"{column} {_OPERATORS[op]} ?"
     if op == "ilike":
-        return column.ilike(value)  # type: ignore[no-any-return]
-    if op == "in":
-        return column.in_(value)  # type: ignore[no-any-return]
-    if op == "not_in":
-        return column.not_in(value)  # type: ignore[no-any-return]
+        params.append(value)
+        return f"lower({column}) LIKE lower(?)"
+    if op in {"in", "not_in"}:
+        values = list(value) if isinstance(value, tuple) else [value]
+        params.extend(values)
+        markers = ", ".join("?" * len(values))
+        return f"{column} {'IN' if op == 'in' else 'NOT IN'} ({markers})"
     if op == "is_null":
-        return column.is_(None)  # type: ignore[no-any-return]
+        return f"{column} IS NULL"
     if op == "not_null":
-        return column.is_not(None)  # type: ignore[no-any-return]
+        return f"{column} IS NOT NULL"
     raise ValueError(f"unknown operator {op}")
 
 
-def _comparison(comparison: Comparison) -> ColumnElement[bool]:
+def _comparison(comparison: Comparison, params: list[Any]) -> str:
     field = comparison.field
     if field.kind == "attributes":
         column = _ATTRIBUTE_COLUMNS[field.name]
         if field.name == "run_id" and comparison.op == "=" and isinstance(comparison.value, str):
             # a run id compares like the CLI resolves it: any unique prefix matches
-            return column.like(comparison.value.replace("%", "").replace("_", "") + "%")  # type: ignore[no-any-return]
-        return _compare(column, comparison)
+            params.append(comparison.value.replace("%", "").replace("_", "") + "%")
+            return f"{column} LIKE ?"
+        return _compare(column, comparison, params)
     # uncorrelated "run id IN (runs having the key [and a matching value])": the database
     # answers it once from the (key, value) index instead of probing run by run
     table = _KEYED[field.kind]
-    having_key = select(table.c.run_id).where(table.c.key == field.name)
+    params.append(field.name)
+    having_key = f'SELECT {table}.run_id FROM {table} WHERE {table}."key" = ?'
     if comparison.op == "is_null":
-        return runs.c.id.not_in(having_key)
+        return f"runs.id NOT IN ({having_key})"
     if comparison.op == "not_null":
-        return runs.c.id.in_(having_key)
+        return f"runs.id IN ({having_key})"
     # a run without the key never matches a comparison, as in MLflow
-    return runs.c.id.in_(having_key.where(_compare(table.c.value, comparison)))
+    return f"runs.id IN ({having_key} AND {_compare(f'{table}.value', comparison, params)})"
 
 
-def compile_filter(tree: Filter | None) -> ColumnElement[bool]:
-    """The SQL condition on ``runs`` (joined with ``experiments``) that ``tree`` describes."""
+def _condition(tree: Filter | None, params: list[Any]) -> str:
     if tree is None:
-        return true()
+        return "1 = 1"
     if isinstance(tree, Comparison):
-        return _comparison(tree)
+        return _comparison(tree, params)
     if isinstance(tree, And):
-        return and_(*(compile_filter(part) for part in tree.parts))
+        return "(" + " AND ".join(_condition(part, params) for part in tree.parts) + ")"
     if isinstance(tree, Or):
-        return or_(false(), *(compile_filter(part) for part in tree.parts))
+        return "(" + " OR ".join(_condition(part, params) for part in tree.parts) + ")"
     if isinstance(tree, Not):
-        return not_(compile_filter(tree.part))
+        return f"NOT ({_condition(tree.part, params)})"
     raise TypeError(f"not a filter: {tree!r}")
 
 
-def order_by(query: Select[Any], keys: list[SortKey]) -> Select[Any]:
-    """``query`` sorted by ``keys`` (missing values last), then newest first, then by id."""
-    clauses: list[UnaryExpression[Any]] = []
-    for index, key in enumerate(keys):
-        column = _sort_column(query, key.field, index)
-        if isinstance(column, tuple):
-            query, column = column
-        clauses.append(column.desc().nulls_last() if key.descending else column.asc().nulls_last())
-    clauses.extend([runs.c.start_time.desc(), runs.c.id.asc()])
-    return query.order_by(*clauses)
+def _where(
+    where: Filter | None, experiment_ids: Sequence[int] | None, deleted: bool, params: list[Any]
+) -> str:
+    params.append("deleted" if deleted else "active")
+    clauses = ["runs.lifecycle = ?", _condition(where, params)]
+    if experiment_ids is not None:
+        ids = list(experiment_ids)
+        params.extend(ids)
+        clauses.append(f"runs.experiment_id IN ({', '.join('?' * len(ids))})" if ids else "1 = 0")
+    return " AND ".join(clauses)
 
 
-def _sort_column(query: Select[Any], field: Field, index: int) -> Any:
+def runs_query(
+    where: Filter | None = None,
+    *,
+    experiment_ids: Sequence[int] | None = None,
+    sort: Sequence[SortKey] = (),
+    limit: int | None = None,
+    offset: int = 0,
+    deleted: bool = False,
+    run_id: str | None = None,
+) -> RunQuery:
+    """The runs matching ``where``, sorted by ``sort`` (missing values last), then newest
+    first, then by id; or the one run ``run_id``."""
+    join_params: list[Any] = []
+    joins: list[str] = []
+    order: list[str] = []
+    for index, key in enumerate(sort):
+        column = _sort_column(key.field, index, joins, join_params)
+        order.append(f"{column} {'DESC' if key.descending else 'ASC'} NULLS LAST")
+    order += ["runs.start_time DESC", "runs.id ASC"]
+    params: list[Any] = []
+    if run_id is not None:
+        params.append(run_id)
+        condition = "runs.id = ?"
+    else:
+        condition = _where(where, experiment_ids, deleted, params)
+    sql = f"SELECT {RUN_COLUMNS} FROM {_FROM}{''.join(joins)} WHERE {condition} ORDER BY {', '.join(order)}"
+    if limit is not None or offset:
+        sql += " LIMIT ? OFFSET ?"
+        params += [2**62 if limit is None else limit, offset]
+    return RunQuery(sql, (*join_params, *params))
+
+
+def count_query(
+    where: Filter | None = None, *, experiment_ids: Sequence[int] | None = None, deleted: bool = False
+) -> RunQuery:
+    """How many runs :func:`runs_query` would find without a limit."""
+    params: list[Any] = []
+    condition = _where(where, experiment_ids, deleted, params)
+    return RunQuery(f"SELECT count(*) FROM {_FROM} WHERE {condition}", tuple(params))
+
+
+def _sort_column(field: Field, index: int, joins: list[str], params: list[Any]) -> str:
     if field.kind == "attributes":
         return _ATTRIBUTE_COLUMNS[field.name]
-    table = _KEYED[field.kind].alias(f"sort_{index}")
-    joined = query.outerjoin(table, and_(table.c.run_id == runs.c.id, table.c.key == field.name))
-    return joined, table.c.value
+    table, alias = _KEYED[field.kind], f"sort_{index}"
+    joins.append(f' LEFT OUTER JOIN {table} AS {alias} ON {alias}.run_id = runs.id AND {alias}."key" = ?')
+    params.append(field.name)
+    return f"{alias}.value"
 
 
-def base_query() -> Select[Any]:
-    """``SELECT runs.*, experiments.name FROM runs JOIN experiments``."""
-    return select(runs, experiments.c.name.label("experiment_name")).join(
-        experiments, experiments.c.id == runs.c.experiment_id
-    )
+def records_of(
+    rows: Sequence[Sequence[Any]],
+    params: dict[str, dict[str, Any]],
+    tags: dict[str, dict[str, Any]],
+    metrics: dict[str, dict[str, Any]],
+    inputs: dict[str, list[DataInput]] | None = None,
+    artifacts: dict[str, list[Artifact]] | None = None,
+) -> list[RunRecord]:
+    """Run records from rows read with :data:`RUN_COLUMNS` and their grouped params, tags
+    and latest metrics (a metric stored as NULL is NaN)."""
+    return [
+        RunRecord(
+            id=row[0],
+            experiment_id=row[1],
+            experiment=row[2],
+            name=row[3],
+            status=row[4],
+            start_time=row[5],
+            end_time=row[6],
+            parent_id=row[7],
+            lifecycle=row[8],
+            user=row[9],
+            host=row[10],
+            params=params.get(row[0], {}),
+            metrics={k: math.nan if v is None else v for k, v in metrics.get(row[0], {}).items()},
+            tags=tags.get(row[0], {}),
+            inputs=(inputs or {}).get(row[0], []),
+            artifacts=(artifacts or {}).get(row[0], []),
+        )
+        for row in rows
+    ]
+
+
+def grouped_query(table: str, count: int) -> str:
+    """Key/value rows of ``count`` runs from ``params``, ``tags`` or ``latest_metrics``."""
+    return f'SELECT run_id, "key", value FROM {table} WHERE run_id IN ({", ".join("?" * count)})'

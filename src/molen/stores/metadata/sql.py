@@ -49,7 +49,14 @@ from molen.errors import (
 from molen.query import Filter, SortKey
 from molen.stores.metadata import schema as t
 from molen.stores.metadata.migrate import ensure_schema
-from molen.stores.metadata.search import base_query, compile_filter, order_by
+from molen.stores.metadata.search import (
+    RunQuery,
+    count_query,
+    for_driver,
+    grouped_query,
+    records_of,
+    runs_query,
+)
 
 __all__ = ["RunningRun", "SqlMetadataStore"]
 
@@ -416,7 +423,7 @@ class SqlMetadataStore:
     @_translated
     def get_run(self, run_id: str) -> RunRecord:
         """The whole record of run ``run_id`` (a full id)."""
-        records = self._records(base_query().where(t.runs.c.id == run_id), full=True)
+        records = self._records(runs_query(run_id=run_id), full=True)
         if not records:
             raise NotFoundError(f"no run with id {run_id}")
         return records[0]
@@ -433,16 +440,9 @@ class SqlMetadataStore:
         deleted: bool = False,
     ) -> list[RunRecord]:
         """Runs matching ``where``, sorted by ``sort`` then newest first."""
-        query = base_query().where(
-            t.runs.c.lifecycle == ("deleted" if deleted else "active"), compile_filter(where)
+        query = runs_query(
+            where, experiment_ids=experiment_ids, sort=sort, limit=limit, offset=offset, deleted=deleted
         )
-        if experiment_ids is not None:
-            query = query.where(t.runs.c.experiment_id.in_(list(experiment_ids)))
-        query = order_by(query, list(sort))
-        if limit is not None:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
         return self._records(query, full=False)
 
     @_translated
@@ -454,44 +454,22 @@ class SqlMetadataStore:
         deleted: bool = False,
     ) -> int:
         """How many runs :meth:`search_runs` would return without a limit."""
-        query = base_query().where(
-            t.runs.c.lifecycle == ("deleted" if deleted else "active"), compile_filter(where)
-        )
-        if experiment_ids is not None:
-            query = query.where(t.runs.c.experiment_id.in_(list(experiment_ids)))
+        query = count_query(where, experiment_ids=experiment_ids, deleted=deleted)
         with self.engine.connect() as connection:
-            return int(connection.execute(select(func.count()).select_from(query.subquery())).scalar_one())
+            sql = for_driver(query.sql, connection.dialect.paramstyle)
+            return int(connection.exec_driver_sql(sql, query.params).scalar_one())
 
-    def _records(self, query: Any, *, full: bool) -> list[RunRecord]:
+    def _records(self, query: RunQuery, *, full: bool) -> list[RunRecord]:
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
-            ids = [row.id for row in rows]
+            sql = for_driver(query.sql, connection.dialect.paramstyle)
+            rows = connection.exec_driver_sql(sql, query.params).fetchall()
+            ids = [row[0] for row in rows]
             params = _grouped(connection, t.params, ids)
             tags = _grouped(connection, t.tags, ids)
             metrics = _grouped(connection, t.latest_metrics, ids)
             inputs = self._inputs(connection, ids) if full else {}
             artifacts = self._artifacts(connection, ids) if full else {}
-        return [
-            RunRecord(
-                id=row.id,
-                experiment_id=row.experiment_id,
-                experiment=row.experiment_name,
-                name=row.name,
-                status=row.status,
-                start_time=row.start_time,
-                end_time=row.end_time,
-                parent_id=row.parent_id,
-                lifecycle=row.lifecycle,
-                user=row.user,
-                host=row.host,
-                params=params.get(row.id, {}),
-                metrics={k: math.nan if v is None else v for k, v in metrics.get(row.id, {}).items()},
-                tags=tags.get(row.id, {}),
-                inputs=inputs.get(row.id, []),
-                artifacts=artifacts.get(row.id, []),
-            )
-            for row in rows
-        ]
+        return records_of(rows, params, tags, metrics, inputs, artifacts)
 
     def _inputs(self, connection: Connection, ids: list[str]) -> dict[str, list[DataInput]]:
         query = (
@@ -649,11 +627,9 @@ def _grouped(connection: Connection, table: Any, ids: list[str]) -> dict[str, di
         return found
     # The hottest read: a fixed statement over molen's own table, run ids bound as parameters,
     # fetched in one driver call (SQLAlchemy's per-row result processing doubled its cost).
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     for chunk in range(0, len(ids), 900):
         part = ids[chunk : chunk + 900]
-        markers = ", ".join([marker] * len(part))
-        sql = f'SELECT run_id, "key", value FROM {table.name} WHERE run_id IN ({markers})'
+        sql = for_driver(grouped_query(table.name, len(part)), connection.dialect.paramstyle)
         for run_id, key, value in connection.exec_driver_sql(sql, tuple(part)).fetchall():
             found.setdefault(run_id, {})[key] = value
     return found

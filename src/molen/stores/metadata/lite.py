@@ -1,0 +1,88 @@
+"""Reading runs from a SQLite metadata store with the standard library's ``sqlite3``.
+
+Importing SQLAlchemy takes longer here (130–170 ms) than the search itself, which is most of
+what `molen runs list` and `molen exp show` cost. So those searches are answered by this
+read-only reader when the store is a SQLite file at the current schema revision and no run is
+still marked RUNNING; otherwise (PostgreSQL, a schema to migrate, runs that may need to be
+marked KILLED first) it steps aside and the full store answers. Both run the same SQL
+(:mod:`.search`), and a test holds their answers equal.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from molen.entities import RunRecord
+from molen.query import Filter, SortKey
+from molen.stores.metadata.revisions import HEAD
+from molen.stores.metadata.search import grouped_query, records_of, runs_query
+
+__all__ = ["search_runs_lite", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///PATH`` URL (None for other stores and in-memory ones)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
+
+
+def search_runs_lite(
+    url: str,
+    where: Filter | None,
+    experiments: Sequence[str] | None,
+    sort: Sequence[SortKey],
+    *,
+    limit: int | None,
+    deleted: bool,
+    settled_only: bool = True,
+) -> list[RunRecord] | None:
+    """The runs :meth:`SqlMetadataStore.search_runs` would return, or None when this reader
+    cannot answer (see the module docstring; ``settled_only=False`` reads even while runs are
+    marked RUNNING, for tests that compare both readers)."""
+    path = sqlite_path(url)
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        connection = sqlite3.connect(path, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        if revision is None or revision[0] != HEAD:
+            return None
+        running = connection.execute("SELECT 1 FROM runs WHERE status = 'RUNNING' LIMIT 1").fetchone()
+        if running and settled_only:
+            return None  # the full store first marks the runs whose process died as KILLED
+        experiment_ids = None
+        if experiments is not None:
+            experiment_ids = []
+            for name in experiments:
+                found = connection.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()
+                if found is None:
+                    return None  # the full store explains the unknown name
+                experiment_ids.append(found[0])
+        query = runs_query(where, experiment_ids=experiment_ids, sort=sort, limit=limit, deleted=deleted)
+        rows = connection.execute(query.sql, query.params).fetchall()
+        ids = [row[0] for row in rows]
+        params = _grouped(connection, "params", ids)
+        tags = _grouped(connection, "tags", ids)
+        metrics = _grouped(connection, "latest_metrics", ids)
+        return records_of(rows, params, tags, metrics)
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
+
+
+def _grouped(connection: sqlite3.Connection, table: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in range(0, len(ids), 900):
+        part = ids[chunk : chunk + 900]
+        for run_id, key, value in connection.execute(grouped_query(table, len(part)), part).fetchall():
+            found.setdefault(run_id, {})[key] = value
+    return found
