@@ -1176,7 +1176,9 @@ def _lite(world: World, **kwargs: Any) -> list[Any] | None:
     return search_runs_lite(world.store.url, settled_only=False, **options)
 
 
-@pytest.mark.parametrize("text", [case[0] for case in FILTER_CASES])
+@pytest.mark.parametrize(
+    "text", [case[0] for case in FILTER_CASES] + ["name like 'EVAL%'", "params.model like 'XGB%'"]
+)
 def test_the_sqlite_reader_finds_what_the_store_finds(sqlite_world: World, text: str) -> None:
     where = parse_filter(text)
     assert _lite(sqlite_world, where=where) == sqlite_world.store.search_runs(where=where)

@@ -52,6 +52,7 @@ def search_runs_lite(
     except sqlite3.Error:
         return None
     try:
+        connection.execute("PRAGMA case_sensitive_like=ON")  # as the full store reads: like PostgreSQL
         revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
         if revision is None or revision[0] != HEAD:
             return None
