@@ -259,7 +259,8 @@ class SqlMetadataStore:
     ) -> None:
         """Record a new RUNNING run, its first tags and artifacts in one transaction."""
         with self._write() as connection:
-            connection.execute(
+            self._stmt.run(
+                connection,
                 self._stmt.insert_run,
                 {
                     "id": run_id,
@@ -278,12 +279,14 @@ class SqlMetadataStore:
                 },
             )
             if tags:
-                connection.execute(
+                self._stmt.run(
+                    connection,
                     self._stmt.insert_tags,
                     [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
                 )
             if artifacts:
-                connection.execute(
+                self._stmt.run(
+                    connection,
                     self._stmt.insert_artifacts,
                     [
                         {"run_id": run_id, "path": a.path, "digest": a.digest, "size": a.size}
@@ -313,23 +316,25 @@ class SqlMetadataStore:
             if params:
                 self._insert_params(connection, run_id, params)
             if tags:
-                connection.execute(
+                self._stmt.run(
+                    connection,
                     self._stmt.upsert_tags,
                     [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
                 )
             if metrics:
                 self._insert_metrics(connection, run_id, metrics)
             if end is not None:
-                connection.execute(
+                self._stmt.run(
+                    connection,
                     self._stmt.end_run,
                     {"rid": run_id, "status": end[0], "end_time": end[1], "heartbeat": end[1]},
                 )
             elif heartbeat is not None:
-                connection.execute(self._stmt.beat, {"rid": run_id, "heartbeat": heartbeat})
+                self._stmt.run(connection, self._stmt.beat, {"rid": run_id, "heartbeat": heartbeat})
 
     def _insert_params(self, connection: Connection, run_id: str, values: dict[str, str]) -> None:
         rows = [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()]
-        inserted = connection.execute(self._stmt.insert_params_new, rows).rowcount
+        inserted = self._stmt.run(connection, self._stmt.insert_params_new, rows)
         if inserted == len(rows):
             return  # the common case: all new
         existing = dict(
@@ -359,7 +364,8 @@ class SqlMetadataStore:
             held = latest.get(metric.key)
             if held is None or (metric.step, metric.timestamp) >= (held.step, held.timestamp):
                 latest[metric.key] = metric
-        connection.execute(
+        self._stmt.run(
+            connection,
             self._stmt.upsert_latest,
             [
                 {
@@ -578,9 +584,29 @@ class SqlMetadataStore:
 
 
 class _Statements:
-    """The hot write statements, built once per store (SQLAlchemy then reuses their compiled form)."""
+    """The hot write statements, built once per store and compiled once per set of columns;
+    :meth:`run` hands the compiled SQL and the rows straight to the driver (SQLAlchemy's
+    per-execution machinery was most of the cost of recording a run)."""
+
+    def run(self, connection: Connection, statement: Any, rows: list[dict[str, Any]] | dict[str, Any]) -> int:
+        """Execute ``statement`` with ``rows`` (one dict, or many for executemany); the row count."""
+        many = rows if isinstance(rows, list) else [rows]
+        if not many:
+            return 0
+        dialect = connection.dialect
+        key = (id(statement), tuple(many[0]))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            form = statement.compile(dialect=dialect, column_keys=list(many[0]))
+            names = list(form.positiontup) if form.positional else None
+            compiled = self._compiled[key] = (form.string, names)
+        sql, names = compiled
+        values = [tuple(row[name] for name in names) for row in many] if names is not None else many
+        result = connection.exec_driver_sql(sql, values if len(values) > 1 else values[0])
+        return int(result.rowcount)
 
     def __init__(self, dialect_insert: Callable[[Any], Any]) -> None:
+        self._compiled: dict[tuple[int, tuple[str, ...]], tuple[str, list[str] | None]] = {}
         self.insert_run = insert(t.runs)
         self.insert_tags = insert(t.tags)
         self.insert_artifacts = insert(t.artifacts)
