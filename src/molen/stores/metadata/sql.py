@@ -602,8 +602,19 @@ class _Statements:
             compiled = self._compiled[key] = (form.string, names)
         sql, names = compiled
         values = [tuple(row[name] for name in names) for row in many] if names is not None else many
-        result = connection.exec_driver_sql(sql, values if len(values) > 1 else values[0])
-        return int(result.rowcount)
+        # straight on the driver's cursor, inside the transaction SQLAlchemy began; a driver
+        # error becomes SQLAlchemy's error for it, as if SQLAlchemy had run the statement
+        cursor = connection.connection.cursor()
+        try:
+            if len(values) > 1:
+                cursor.executemany(sql, values)
+            else:
+                cursor.execute(sql, values[0])
+            return int(cursor.rowcount)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+        finally:
+            cursor.close()
 
     def __init__(self, dialect_insert: Callable[[Any], Any]) -> None:
         self._compiled: dict[tuple[int, tuple[str, ...]], tuple[str, list[str] | None]] = {}
