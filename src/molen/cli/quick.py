@@ -55,9 +55,7 @@ def data_push(
     """``molen data push``: send what the remote lacks (with the pipeline's outs and run cache)."""
     from molen.data.transfer import push
 
-    result = push(
-        session, paths or None, remote=remote, jobs=jobs, progress=progress(), **_pipeline(session, paths)
-    )
+    result = push(session, paths or None, remote=remote, jobs=jobs, progress=progress())
     print(
         f"pushed {result.transferred:,} object(s) to {result.remote}; {result.already_present:,} were there"
     )
@@ -80,7 +78,6 @@ def data_fetch(
         jobs=jobs,
         force=force,
         progress=progress(),
-        **_pipeline(session, paths),
     )
     got, there = result.transferred, result.already_present
     print(f"fetched {got:,} object(s) from {result.remote}; {there:,} were cached")
@@ -103,29 +100,10 @@ def data_pull(
         jobs=jobs,
         force=force,
         progress=progress(),
-        **_pipeline(session, paths, pulling=True),
     )
     print(
         f"fetched {result.transferred:,} object(s) from {result.remote}; checked out {len(changed)} path(s)"
     )
-
-
-def _pipeline(session: DataSession, paths: list[str], *, pulling: bool = False) -> dict[str, Any]:
-    """What a whole-project transfer carries besides the pointers: the pipeline's run cache
-    entries and every out they and molen.lock record (a pull also checks out the lock's)."""
-    if paths:
-        return {}
-    from molen.pipeline.lock import lock_outs
-    from molen.pipeline.repro import RUN_CACHE, run_cache_outs
-
-    root = session.project.root
-    more: dict[str, Any] = {
-        "extra": lambda: [*lock_outs(root), *run_cache_outs(session.cache)],
-        "named": (RUN_CACHE,),
-    }
-    if pulling:
-        more["checkout_extra"] = lambda: lock_outs(root)
-    return more
 
 
 def print_status(found: list[PathStatus], form: str) -> None:

@@ -43,11 +43,9 @@ def _referenced(session: DataSession, all_commits: bool) -> set[str]:
             except UsageError:  # an empty repository has no HEAD yet
                 if revision != "HEAD":
                     raise
-    from molen.pipeline.lock import lock_outs
-    from molen.pipeline.repro import run_cache_outs
+    from molen.data.transfer import pipeline_outs
 
-    # a pipeline's outs: those molen.lock records, and every execution the run cache remembers
-    pointers += [t.pointer for t in (*lock_outs(root), *run_cache_outs(session.cache))]
+    pointers += [t.pointer for t in pipeline_outs(session)]  # molen.lock's and the run cache's
     keep = {p.hash for p in pointers}
     for pointer in {p.hash: p for p in pointers if p.kind == "directory"}.values():
         data = session.cache.get_bytes(pointer.hash) if session.cache.exists(pointer.hash) else None

@@ -7,7 +7,6 @@ rerun sends only what is still missing: transfers resume by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from molen.data.manifest import Manifest
@@ -132,13 +131,31 @@ def _transfer(
     return corrupt
 
 
-def _sync_named(source: ObjectStore, target: ObjectStore, prefixes: tuple[str, ...]) -> None:
-    """Copy the named entries under ``prefixes`` that ``target`` lacks (run cache entries)."""
-    for prefix in prefixes:
-        have = set(target.names(prefix))
-        for name in source.names(prefix):
-            if name not in have:
-                target.put_named(name, source.get_named(name))
+def _sync_named(source: ObjectStore, target: ObjectStore, prefix: str) -> None:
+    """Copy the named entries under ``prefix`` that ``target`` lacks (run cache entries)."""
+    have = set(target.names(prefix))
+    for name in source.names(prefix):
+        if name not in have:
+            target.put_named(name, source.get_named(name))
+
+
+def _run_cache() -> str:
+    from molen.pipeline.repro import RUN_CACHE
+
+    return RUN_CACHE
+
+
+def _lock_outs(session: DataSession) -> list[TrackedPath]:
+    from molen.pipeline.lock import lock_outs
+
+    return lock_outs(session.project.root)
+
+
+def pipeline_outs(session: DataSession) -> list[TrackedPath]:
+    """The pipeline's outs: what molen.lock records and every execution its run cache remembers."""
+    from molen.pipeline.repro import run_cache_outs
+
+    return [*_lock_outs(session), *run_cache_outs(session.cache)]
 
 
 def push(
@@ -148,14 +165,14 @@ def push(
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress = SILENT,
-    extra: Callable[[], list[TrackedPath]] = list,
-    named: tuple[str, ...] = (),
 ) -> TransferResult:
-    """Send the objects of the tracked paths that the remote lacks. ``extra``: more versions to
-    send where the cache has them (a pipeline's outs); ``named``: entry prefixes to send too
-    (``runcache``)."""
+    """Send the objects of the tracked paths that the remote lacks. A whole-project push also
+    sends the pipeline's outs the cache holds and its run cache entries."""
     config, store = open_remote(session.project, remote)
-    tracked = session.tracked(paths) + [e for e in extra() if session.cache.exists(e.pointer.hash)]
+    everything = not paths
+    tracked = session.tracked(paths)
+    if everything:
+        tracked += [t for t in pipeline_outs(session) if session.cache.exists(t.pointer.hash)]
     try:
         needed = _objects(session, tracked, session.cache)
     except NotFoundError as exc:
@@ -174,7 +191,8 @@ def push(
             f"{len(corrupt)} object(s) in the local cache are corrupt (e.g. {corrupt[0][:12]}) and were "
             "not pushed; repair them with `molen data fetch --force` or re-add the data"
         )
-    _sync_named(session.cache, store, named)  # after the objects the entries point to
+    if everything:  # after the objects the entries point to
+        _sync_named(session.cache, store, _run_cache())
     return TransferResult(config.name, len(todo), len(needed) - len(todo))
 
 
@@ -186,15 +204,15 @@ def fetch(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress = SILENT,
-    extra: Callable[[], list[TrackedPath]] = list,
-    named: tuple[str, ...] = (),
 ) -> TransferResult:
-    """Bring the objects of the tracked paths (and the ``extra`` versions, and the entries under
-    ``named`` prefixes) into the local cache (``force``: even if present, to replace corrupt
-    copies)."""
+    """Bring the objects of the tracked paths into the local cache (``force``: even if present,
+    to replace corrupt copies). A whole-project fetch also brings the pipeline's run cache
+    entries and the outs they and molen.lock name."""
     config, store = open_remote(session.project, remote)
-    _sync_named(store, session.cache, named)  # first: the extra versions may come from them
-    tracked = session.tracked(paths) + extra()
+    tracked = session.tracked(paths)
+    if not paths:
+        _sync_named(store, session.cache, _run_cache())  # first: the outs to fetch include theirs
+        tracked += pipeline_outs(session)
     jobs = jobs or session.jobs
     manifests = sorted({t.pointer.hash for t in tracked if t.pointer.kind == "directory"})
     first = manifests if force else sorted(set(manifests) - session.cache.present(manifests))
@@ -224,14 +242,12 @@ def pull(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress = SILENT,
-    extra: Callable[[], list[TrackedPath]] = list,
-    named: tuple[str, ...] = (),
-    checkout_extra: Callable[[], list[TrackedPath]] = list,
 ) -> tuple[TransferResult, list[str]]:
-    """Fetch, then check out: the workspace ends up matching the pointers (and the versions
-    ``checkout_extra`` names, a pipeline's outs)."""
-    result = fetch(session, paths, remote=remote, jobs=jobs, progress=progress, extra=extra, named=named)
-    changed = session.checkout(paths, force=force, progress=progress, extra=tuple(checkout_extra()))
+    """Fetch, then check out: the workspace ends up matching the pointers (and, for the whole
+    project, the outs molen.lock records)."""
+    result = fetch(session, paths, remote=remote, jobs=jobs, progress=progress)
+    outs: tuple[TrackedPath, ...] = () if paths else tuple(_lock_outs(session))
+    changed = session.checkout(paths, force=force, progress=progress, extra=outs)
     return result, changed
 
 
