@@ -10,6 +10,7 @@ an experiment's params and outs back into the workspace.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -109,7 +111,7 @@ def run_experiments(
         if len(variants) == 1:  # in this process: no second interpreter to start
             return _run_here(session, overrides, targets or [], label, echo)
         parent_id = parent.id if parent else None
-        return _run_one(session, overrides, targets or [], parent_id, label, stream=False)
+        return _run_one(session, overrides, targets or [], parent_id, label)
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -133,10 +135,7 @@ def _run_here(
     from molen.pipeline.spec import load_pipeline
     from molen.workspace import open_workspace
 
-    copy = session.project.state_dir / "exps" / uuid.uuid4().hex[:12]
-    try:
-        _copy_workspace(session.project.root, copy)
-        _apply_params(copy, overrides)
+    with _working_copy(session, overrides) as copy:
         settings = session.workspace.settings
         stores = {"tracking.uri": settings["tracking.uri"], "objects.url": settings["objects.url"]}
         here = DataSession(open_workspace(copy, flags=stores))
@@ -145,6 +144,16 @@ def _run_here(
         result = repro(here, pipeline, targets or None, echo=echo or (lambda outcome: None), options=options)
         here.close()
         return Experiment(overrides, result.run_id, not result.failed, "")
+
+
+@contextlib.contextmanager
+def _working_copy(session: DataSession, overrides: dict[str, Any]) -> Iterator[Path]:
+    """A copy of the project's files with ``overrides`` in its params files, deleted after."""
+    copy = session.project.state_dir / "exps" / uuid.uuid4().hex[:12]
+    try:
+        _copy_workspace(session.project.root, copy)
+        _apply_params(copy, overrides)
+        yield copy
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
@@ -159,14 +168,8 @@ def _run_one(
     targets: list[str],
     parent: str | None,
     label: str,
-    *,
-    stream: bool,
 ) -> Experiment:
-    root = session.project.root
-    copy = session.project.state_dir / "exps" / uuid.uuid4().hex[:12]
-    try:
-        _copy_workspace(root, copy)
-        _apply_params(copy, overrides)
+    with _working_copy(session, overrides) as copy:
         report = copy / ".molen-report.json"
         settings = session.workspace.settings
         env = {
@@ -183,14 +186,12 @@ def _run_one(
             [sys.executable, "-m", "molen", "repro", *targets],
             cwd=copy,
             env=env,
-            stdout=None if stream else subprocess.PIPE,
-            stderr=None if stream else subprocess.STDOUT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         outcome = json.loads(report.read_text()) if report.exists() else {}
         return Experiment(overrides, outcome.get("run_id"), done.returncode == 0, done.stdout or "")
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
 
 
 def _copy_workspace(root: Path, copy: Path) -> None:
