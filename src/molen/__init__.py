@@ -23,6 +23,8 @@ from molen._version import __version__
 if TYPE_CHECKING:
     from molen.entities import RunRecord
     from molen.errors import MolenError
+    from molen.models.predictor import Predictor
+    from molen.registry.service import load_model
     from molen.tracking.fluent import (
         log_artifact,
         log_dict,
@@ -42,12 +44,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ActiveRun",
     "MolenError",
+    "Predictor",
     "RunRecord",
     "__version__",
     "active_run",
     "end_run",
     "get_metric_history",
     "get_run",
+    "load_model",
     "log_artifact",
     "log_dict",
     "log_figure",
@@ -70,6 +74,8 @@ _HOMES = {
     "start_run": "molen.tracking.runs",
     "RunRecord": "molen.entities",
     "MolenError": "molen.errors",
+    "Predictor": "molen.models.predictor",
+    "load_model": "molen.registry.service",
     "get_metric_history": "molen.tracking.reading",
     "get_run": "molen.tracking.reading",
     "search_runs": "molen.tracking.reading",

@@ -40,6 +40,13 @@ def _parse_positive_float(text: str) -> float:
     return value
 
 
+def _parse_choice(text: str, choices: tuple[str, ...]) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}")
+    return value
+
+
 class Setting(NamedTuple):
     """One configurable value: its key, default, parser and help text."""
 
@@ -121,6 +128,19 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds to wait for another molen process working on the same project's data",
         lambda _: 30.0,
         _parse_positive_float,
+    ),
+    Setting(
+        "models.sklearn_format",
+        "how scikit-learn models are saved: pickle (fast to load; trusted stores only) "
+        "or skops (runs no code on load)",
+        lambda _: "pickle",
+        lambda text: _parse_choice(text, ("pickle", "skops")),
+    ),
+    Setting(
+        "models.extra_columns",
+        "model input columns the signature lacks: ignore (drop them) or refuse",
+        lambda _: "ignore",
+        lambda text: _parse_choice(text, ("ignore", "refuse")),
     ),
     Setting(
         "objects.verify",

@@ -12,10 +12,14 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "RUN_STATUSES",
+    "AliasEvent",
     "Artifact",
     "DataInput",
     "Experiment",
+    "GateRecord",
     "Metric",
+    "ModelVersion",
+    "RegisteredModel",
     "RunRecord",
     "RunStatus",
     "json_number",
@@ -138,3 +142,82 @@ def json_number(value: float) -> float | str:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version of a model: the package (by ``digest``) a run produced.
+
+    ``uri`` is how :func:`molen.load_model` names it (``churn/3``); ``aliases`` are the
+    aliases that point at it now.
+    """
+
+    name: str
+    version: int
+    run_id: str | None
+    artifact_path: str
+    digest: str
+    flavor: str
+    created_at: int
+    user: str | None = None
+    description: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def uri(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {**asdict(self), "aliases": list(self.aliases), "uri": self.uri}
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model name, its latest version and where its aliases point."""
+
+    name: str
+    created_at: int
+    description: str | None = None
+    latest_version: int | None = None
+    version_count: int = 0
+    aliases: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One move of an alias: ``action`` is ``set``, ``rollback`` or ``remove``.
+
+    ``version`` is where the alias points after the move (``None`` once removed) and
+    ``previous`` where it pointed before (``None`` when it was new).
+    """
+
+    name: str
+    alias: str
+    version: int | None
+    previous: int | None
+    action: str
+    time: int
+    user: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """A quality-gate verdict as stored: ``verdict`` is the full JSON verdict."""
+
+    name: str
+    candidate: int
+    against_alias: str
+    against_version: int | None
+    passed: bool
+    time: int
+    user: str | None
+    verdict: dict[str, Any]

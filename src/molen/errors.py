@@ -9,6 +9,7 @@ Third-party errors (SQLAlchemy, botocore, OS errors) are translated at the store
     ├── UsageError                 bad input from the user (exit 2, HTTP 400)
     │   ├── InvalidNameError        a name or key that molen cannot store
     │   ├── InvalidValueError       a value that is out of range or the wrong type
+    │   │   └── InputSchemaError    model input that does not match the signature (HTTP 422)
     │   └── FilterSyntaxError       the run filter language, with the column of the mistake
     ├── NotFoundError              a project, run, experiment or object is missing (exit 3, 404)
     │   └── ProjectNotFoundError
@@ -28,6 +29,7 @@ __all__ = [
     "ConflictError",
     "CorruptObjectError",
     "FilterSyntaxError",
+    "InputSchemaError",
     "InvalidNameError",
     "InvalidValueError",
     "MissingDependencyError",
@@ -65,6 +67,16 @@ class InvalidNameError(UsageError):
 
 class InvalidValueError(UsageError):
     """A value of the wrong type, out of range, or too long."""
+
+
+class InputSchemaError(InvalidValueError):
+    """Model input that does not match the model's signature; ``column`` names the culprit."""
+
+    http_status = 422
+
+    def __init__(self, message: str, *, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 class FilterSyntaxError(UsageError):

@@ -36,6 +36,7 @@ GROUPS = {
     "data": "molen.cli.data",
     "remote": "molen.cli.remote",
     "exp": "molen.cli.exp",
+    "models": "molen.cli.models",
 }
 #: Top-level commands kept in their own modules (imported the same way); they register
 #: themselves on ``app`` when imported.
@@ -43,6 +44,8 @@ COMMANDS = {
     "repro": "molen.cli.pipeline",
     "dag": "molen.cli.pipeline",
     "status": "molen.cli.pipeline",
+    "gate": "molen.cli.gate",
+    "lineage": "molen.cli.gate",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

@@ -255,6 +255,47 @@ class ActiveRun:
         self.workspace.metadata.add_data_input(self.id, record)
         return record
 
+    def log_model(
+        self,
+        model: Any,
+        name: str | None = None,
+        *,
+        reference: Any = None,
+        y_reference: Any = None,
+        signature: Any = None,
+        input_example: Any = None,
+        artifact_path: str = "model",
+        description: str | None = None,
+        serialization: str | None = None,
+    ) -> Any:
+        """Store ``model`` with its signature, input example, reference profile and model card;
+        with ``name``, also register it as the next version of that model.
+
+        ``reference`` is the training data (``X_train``): the signature is inferred from it
+        and monitoring later compares live traffic with its profile. ``y_reference`` adds the
+        target's distribution. Returns a :class:`~molen.models.package.LoggedModel`
+        (``.uri`` names it for :func:`molen.load_model`).
+
+        Example::
+
+            run.log_model(pipeline, name="churn", reference=X_train, y_reference=y_train)
+        """
+        from molen.models.package import log_model
+
+        self._check_open()
+        return log_model(
+            self,
+            model,
+            artifact_path=artifact_path,
+            name=name,
+            reference=reference,
+            y_reference=y_reference,
+            signature=signature,
+            input_example=input_example,
+            description=description,
+            serialization=serialization,
+        )
+
     # -- ending ------------------------------------------------------------------------------------
 
     def end(self, status: str = RunStatus.FINISHED) -> None:

@@ -15,12 +15,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from molen.entities import RunRecord
+from molen.entities import ModelVersion, RunRecord
 from molen.query import Filter, SortKey
 from molen.stores.metadata.revisions import HEAD
 from molen.stores.metadata.search import grouped_query, records_of, runs_query
 
-__all__ = ["search_runs_lite", "sqlite_path"]
+__all__ = ["model_version_lite", "search_runs_lite", "sqlite_path"]
 
 
 def sqlite_path(url: str) -> str | None:
@@ -87,3 +87,60 @@ def _grouped(connection: sqlite3.Connection, table: str, ids: list[str]) -> dict
         for run_id, key, value in connection.execute(grouped_query(table, len(part)), part).fetchall():
             found.setdefault(run_id, {})[key] = value
     return found
+
+
+_VERSION_COLUMNS = "name, version, run_id, artifact_path, digest, flavor, created_at, user, description"
+
+
+def model_version_lite(url: str, name: str, version: int | None, alias: str | None) -> ModelVersion | None:
+    """The registered version ``name/version``, ``name@alias`` or (neither given) the latest,
+    read with ``sqlite3``; None when this reader cannot answer or finds nothing (the full
+    store then answers, and explains what is missing)."""
+    path = sqlite_path(url)
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        connection = sqlite3.connect(path, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        if revision is None or revision[0] != HEAD:
+            return None
+        if alias is not None:
+            held = connection.execute(
+                "SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
+            if held is None:
+                return None
+            version = held[0]
+        if version is None:
+            sql = (
+                f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE name = ? ORDER BY version DESC LIMIT 1"
+            )
+            row = connection.execute(sql, (name,)).fetchone()
+        else:
+            sql = f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE name = ? AND version = ?"
+            row = connection.execute(sql, (name, version)).fetchone()
+        if row is None:
+            return None
+        aliases = connection.execute(
+            "SELECT alias FROM model_aliases WHERE name = ? AND version = ? ORDER BY alias", (name, row[1])
+        ).fetchall()
+        name, number, run_id, artifact_path, digest, flavor, created_at, user, description = row
+        return ModelVersion(
+            name,
+            number,
+            run_id,
+            artifact_path,
+            digest,
+            flavor,
+            created_at,
+            user,
+            description,
+            tuple(found[0] for found in aliases),
+        )
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()

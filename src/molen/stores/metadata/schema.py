@@ -25,13 +25,18 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "alias_events",
     "artifacts",
     "data_versions",
     "experiments",
+    "gate_verdicts",
     "latest_metrics",
     "metadata",
     "metrics",
+    "model_aliases",
+    "model_versions",
     "params",
+    "registered_models",
     "run_inputs",
     "runs",
     "tags",
@@ -149,4 +154,67 @@ run_inputs = Table(
     Column("path", String(1024), primary_key=True),
     Column("role", String(16), primary_key=True),
     Index(None, "digest"),
+)
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("name", String(KEY), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("description", Text),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", String(KEY), ForeignKey("registered_models.name"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("run_id", String(ID), ForeignKey("runs.id")),
+    Column("artifact_path", String(1024), nullable=False),
+    Column("digest", String(DIGEST), nullable=False),
+    Column("flavor", String(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("user", String(KEY)),
+    Column("description", Text),
+    Index(None, "run_id"),
+    Index(None, "digest"),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("name", String(KEY), ForeignKey("registered_models.name"), primary_key=True),
+    Column("alias", String(KEY), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("user", String(KEY)),
+)
+
+alias_events = Table(
+    "alias_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(KEY), nullable=False),
+    Column("alias", String(KEY), nullable=False),
+    Column("version", Integer),
+    Column("previous", Integer),
+    Column("action", String(16), nullable=False),
+    Column("time", BigInteger, nullable=False),
+    Column("user", String(KEY)),
+    Index(None, "name", "alias"),
+)
+
+gate_verdicts = Table(
+    "gate_verdicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(KEY), nullable=False),
+    Column("candidate", Integer, nullable=False),
+    Column("against_alias", String(KEY), nullable=False),
+    Column("against_version", Integer),
+    Column("passed", Integer, nullable=False),
+    Column("time", BigInteger, nullable=False),
+    Column("user", String(KEY)),
+    Column("verdict", Text, nullable=False),
+    Index(None, "name", "candidate"),
 )

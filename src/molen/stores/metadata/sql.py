@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import (
     Connection,
@@ -58,7 +58,10 @@ from molen.stores.metadata.search import (
     runs_query,
 )
 
-__all__ = ["RunningRun", "SqlMetadataStore"]
+if TYPE_CHECKING:
+    from molen.stores.metadata.registry import SqlRegistry
+
+__all__ = ["RunningRun", "SqlMetadataStore", "now_ms", "translated"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,20 +74,21 @@ class RunningRun(tuple[str, str | None, int | None, float | None, int | None]):
     """(run id, host, pid, pid start time, last heartbeat) of a run in state RUNNING."""
 
 
-def _translated(method: F) -> F:
+def translated(method: F) -> F:
     """Turn database-driver errors raised by ``method`` into molen errors."""
 
     @functools.wraps(method)
-    def wrapper(self: SqlMetadataStore, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        store: SqlMetadataStore = getattr(self, "store", self)  # the store, or a part of it
         try:
             return method(self, *args, **kwargs)
         except OperationalError as exc:
-            raise self._operational(exc) from None
+            raise store._operational(exc) from None
         except DBAPIError as exc:
             if exc.connection_invalidated:
-                raise self._unreachable() from None
+                raise store._unreachable() from None
             raise StoreError(
-                f"the metadata store {self.safe_url} refused the request: "
+                f"the metadata store {store.safe_url} refused the request: "
                 f"{str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__}"
             ) from None
 
@@ -112,6 +116,7 @@ class SqlMetadataStore:
         self.engine = self._create_engine(parsed)
         self._experiments: dict[str, Experiment] = {}  # experiments are never renamed
         self._stmt = _Statements(self._insert)
+        self._registry: SqlRegistry | None = None
         try:
             ensure_schema(self.engine, url_for_errors=self.safe_url)
         except OperationalError as exc:
@@ -183,13 +188,22 @@ class SqlMetadataStore:
 
         return sqlite_insert(table)
 
+    @property
+    def registry(self) -> SqlRegistry:
+        """The model registry's part of this store."""
+        from molen.stores.metadata.registry import SqlRegistry
+
+        if self._registry is None:
+            self._registry = SqlRegistry(self)
+        return self._registry
+
     def close(self) -> None:
         """Release every pooled connection."""
         self.engine.dispose()
 
     # -- experiments ---------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def get_or_create_experiment(self, name: str) -> Experiment:
         """The experiment called ``name``, created if it does not exist yet."""
         found = self._experiments.get(name) or self._experiment_by_name(name)
@@ -211,7 +225,7 @@ class SqlMetadataStore:
             row = connection.execute(select(t.experiments).where(t.experiments.c.name == name)).first()
         return None if row is None else Experiment(row.id, row.name, row.created_at, row.lifecycle)
 
-    @_translated
+    @translated
     def get_experiment(self, name: str) -> Experiment:
         """The experiment called ``name``; :class:`NotFoundError` if there is none."""
         found = self._experiment_by_name(name)
@@ -219,7 +233,7 @@ class SqlMetadataStore:
             raise NotFoundError(f"no experiment named {name!r}; `molen experiments list` shows them")
         return found
 
-    @_translated
+    @translated
     def list_experiments(self) -> list[Experiment]:
         """Every experiment with its number of (not deleted) runs, oldest first."""
         counts = (
@@ -241,7 +255,7 @@ class SqlMetadataStore:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def create_run(
         self,
         *,
@@ -294,7 +308,7 @@ class SqlMetadataStore:
                     ],
                 )
 
-    @_translated
+    @translated
     def log_batch(
         self,
         run_id: str,
@@ -379,7 +393,7 @@ class SqlMetadataStore:
             ],
         )
 
-    @_translated
+    @translated
     def end_run(self, run_id: str, status: str, end_time: int, *, only_if_running: bool = False) -> bool:
         """Set the final status of a run; returns whether a row changed."""
         query = update(t.runs).where(t.runs.c.id == run_id)
@@ -389,7 +403,7 @@ class SqlMetadataStore:
             result = connection.execute(query.values(status=status, end_time=end_time))
         return bool(result.rowcount)
 
-    @_translated
+    @translated
     def set_lifecycle(self, run_ids: Iterable[str], lifecycle: str) -> None:
         """Mark runs ``deleted`` (hidden, restorable) or ``active`` again."""
         with self._write() as connection:
@@ -397,7 +411,7 @@ class SqlMetadataStore:
                 update(t.runs).where(t.runs.c.id.in_(list(run_ids))).values(lifecycle=lifecycle)
             )
 
-    @_translated
+    @translated
     def running_runs(self) -> list[RunningRun]:
         """Every run still marked RUNNING, with what is needed to tell if it is alive."""
         query = select(
@@ -406,7 +420,7 @@ class SqlMetadataStore:
         with self.engine.connect() as connection:
             return [RunningRun(tuple(row)) for row in connection.execute(query)]
 
-    @_translated
+    @translated
     def resolve_run_id(self, prefix: str) -> str:
         """The full id of the run whose id starts with ``prefix`` (as git resolves commits)."""
         cleaned = prefix.strip().lower()
@@ -426,7 +440,7 @@ class SqlMetadataStore:
             )
         return str(found[0])
 
-    @_translated
+    @translated
     def get_run(self, run_id: str) -> RunRecord:
         """The whole record of run ``run_id`` (a full id)."""
         records = self._records(runs_query(run_id=run_id), full=True)
@@ -434,7 +448,7 @@ class SqlMetadataStore:
             raise NotFoundError(f"no run with id {run_id}")
         return records[0]
 
-    @_translated
+    @translated
     def search_runs(
         self,
         *,
@@ -451,7 +465,7 @@ class SqlMetadataStore:
         )
         return self._records(query, full=False)
 
-    @_translated
+    @translated
     def count_runs(
         self,
         *,
@@ -503,7 +517,7 @@ class SqlMetadataStore:
             found.setdefault(row.run_id, []).append(Artifact(row.path, row.digest, row.size))
         return found
 
-    @_translated
+    @translated
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every value of metric ``key`` of run ``run_id``, by step then time."""
         query = (
@@ -519,7 +533,7 @@ class SqlMetadataStore:
 
     # -- artifacts and data versions -----------------------------------------------------------
 
-    @_translated
+    @translated
     def add_artifact(self, run_id: str, artifact: Artifact) -> None:
         """Attach ``artifact`` to a run; logging the same path again replaces it."""
         stmt = self._insert(t.artifacts)
@@ -537,7 +551,7 @@ class SqlMetadataStore:
                 },
             )
 
-    @_translated
+    @translated
     def add_data_input(self, run_id: str, data: DataInput) -> None:
         """Record the data version ``data`` (once) and link it to a run."""
         versions = self._insert(t.data_versions)
@@ -558,14 +572,14 @@ class SqlMetadataStore:
                 {"run_id": run_id, "digest": data.digest, "path": data.path, "role": data.role},
             )
 
-    @_translated
+    @translated
     def runs_using(self, digest: str) -> list[str]:
         """Ids of the runs that read or wrote data version ``digest``."""
         query = select(t.run_inputs.c.run_id).where(t.run_inputs.c.digest == digest).distinct()
         with self.engine.connect() as connection:
             return [row[0] for row in connection.execute(query)]
 
-    @_translated
+    @translated
     def referenced_digests(self) -> set[str]:
         """Every object digest a run refers to (artifacts and data versions)."""
         with self.engine.connect() as connection:
@@ -573,10 +587,20 @@ class SqlMetadataStore:
             found |= {row[0] for row in connection.execute(select(t.run_inputs.c.digest))}
         return found
 
-    @_translated
+    @translated
     def purge_run(self, run_id: str) -> None:
-        """Delete a run and everything recorded for it, for good."""
+        """Delete a run and everything recorded for it, for good (refused while a registered
+        model version came from it)."""
         with self._write() as connection:
+            produced = connection.execute(
+                select(t.model_versions.c.name, t.model_versions.c.version).where(
+                    t.model_versions.c.run_id == run_id
+                )
+            ).first()
+            if produced is not None:
+                raise ConflictError(
+                    f"run {run_id} produced {produced[0]}/{produced[1]}; delete that model version first"
+                )
             for table in (t.metrics, t.latest_metrics, t.params, t.tags, t.artifacts, t.run_inputs):
                 connection.execute(delete(table).where(table.c.run_id == run_id))
             connection.execute(update(t.runs).where(t.runs.c.parent_id == run_id).values(parent_id=None))

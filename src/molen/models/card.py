@@ -1,0 +1,119 @@
+"""The model card: what a model is for, how good it is, what made it, what it takes.
+
+Rendered from a model package's manifest (and, once registered, its version and aliases) as
+Markdown, and as a self-contained HTML page (no external CSS or scripts).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+__all__ = ["card_html", "card_markdown"]
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    if not rows:
+        return ["_none recorded_", ""]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def card_markdown(
+    manifest: dict[str, Any], *, version: int | None = None, aliases: tuple[str, ...] = ()
+) -> str:
+    """The model card of ``manifest`` as Markdown."""
+    name = manifest.get("name") or "model"
+    title = f"{name} / version {version}" if version is not None else name
+    run = manifest.get("run") or {}
+    lines = [f"# Model card: {title}", ""]
+    lines += [manifest.get("description") or "_No description given (log_model(description=…))._", ""]
+    facts = [
+        ("flavor", f"{manifest['flavor']} ({manifest['serialization']})"),
+        ("task", manifest.get("task") or "unknown"),
+        ("logged", manifest.get("created") or ""),
+        ("run", f"{run.get('id', '')} ({run.get('experiment', '')} / {run.get('name', '')})"),
+        ("package digest", manifest.get("digest", "(this package)")),
+    ]
+    if aliases:
+        facts.append(("aliases", ", ".join(f"@{alias}" for alias in aliases)))
+    if manifest.get("classes") is not None:
+        facts.append(("classes", ", ".join(str(c) for c in manifest["classes"])))
+    lines += ["## Summary", "", *_table(("", ""), facts)]
+    metrics = sorted((manifest.get("metrics") or {}).items())
+    lines += ["## Metrics", "", *_table(("metric", "value"), [(k, _format(v)) for k, v in metrics])]
+    params = sorted((manifest.get("params") or {}).items())
+    lines += ["## Parameters", "", *_table(("param", "value"), params)]
+    data = manifest.get("data") or []
+    lines += [
+        "## Data versions",
+        "",
+        *_table(
+            ("path", "role", "kind", "version"),
+            [(d["path"], d["role"], d["kind"], d["digest"][:12]) for d in data],
+        ),
+    ]
+    code = manifest.get("code") or {}
+    environment = manifest.get("libraries") or {}
+    lineage = [
+        ("commit", code.get("commit", "not in a git repository")),
+        ("branch", code.get("branch", "")),
+        ("uncommitted changes", code.get("dirty", "")),
+        *sorted(environment.items()),
+    ]
+    lines += ["## Lineage", "", *_table(("", ""), lineage)]
+    signature = manifest.get("signature") or {}
+    rows = []
+    for column in signature.get("inputs", []):
+        notes = []
+        if column.get("nullable"):
+            notes.append("may be missing")
+        if column.get("categories") is not None:
+            values = column["categories"]
+            notes.append("one of " + ", ".join(values[:8]) + (" …" if len(values) > 8 else ""))
+        rows.append((column["name"], column["type"], "; ".join(notes)))
+    output = signature.get("output") or {}
+    lines += ["## Signature", "", *_table(("input column", "type", "notes"), rows)]
+    lines += [f"Output: {output.get('type', 'unknown')}", ""]
+    importance = manifest.get("importance") or {}
+    if importance:
+        top = sorted(importance.items(), key=lambda item: -abs(item[1]))[:15]
+        lines += [
+            "## Global feature importance",
+            "",
+            *_table(("feature", "mean |SHAP|"), [(k, _format(v)) for k, v in top]),
+        ]
+    return "\n".join(lines)
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:60rem;margin:2rem auto;
+padding:0 1rem;color:#1f2328;line-height:1.45}
+h1{border-bottom:2px solid #d0d7de;padding-bottom:.3rem}h2{margin-top:2rem;color:#0b5394}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #d0d7de;padding:.3rem .7rem;
+text-align:left;vertical-align:top}th{background:#f6f8fa}tr:nth-child(even) td{background:#fbfbfc}
+code{background:#f6f8fa;padding:.1rem .3rem;border-radius:4px}
+"""
+
+
+def card_html(markdown: str, *, title: str) -> str:
+    """The Markdown card as one self-contained HTML page."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
+        f"<body>\n{body}</body></html>\n"
+    )

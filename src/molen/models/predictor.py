@@ -1,0 +1,104 @@
+"""One predictor type for every flavor: the model, its signature, and where it came from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from molen.errors import InvalidValueError
+from molen.models.signature import Signature
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    """A loaded model: ``predict(data)`` and, for classifiers, ``predict_proba(data)``.
+
+    Every input is checked against :attr:`signature` first (see
+    :meth:`molen.models.signature.Signature.prepare`); pandas, polars, Arrow, row dicts and
+    NumPy arrays are accepted. :attr:`lineage` says which run, data and commit made the model.
+
+    Example::
+
+        model = molen.load_model("churn@production")
+        model.predict([{"tenure": 12, "plan": "pro"}])
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        manifest: dict[str, Any],
+        *,
+        name: str | None,
+        version: int | None,
+        digest: str,
+        aliases: tuple[str, ...] = (),
+        extra_columns: str = "ignore",
+        unseen_categories: str = "refuse",
+    ) -> None:
+        if extra_columns not in {"ignore", "refuse"}:
+            raise InvalidValueError(f"extra_columns is 'ignore' or 'refuse', not {extra_columns!r}")
+        if unseen_categories not in {"refuse", "allow"}:
+            raise InvalidValueError(f"unseen_categories is 'refuse' or 'allow', not {unseen_categories!r}")
+        self.model = model
+        self.manifest = manifest
+        self.name = name
+        self.version = version
+        self.digest = digest
+        self.aliases = aliases
+        self.flavor: str = manifest["flavor"]
+        self.task: str | None = manifest.get("task")
+        self.classes: list[Any] | None = manifest.get("classes")
+        self.signature = Signature.from_dict(manifest["signature"])
+        self.extra_columns = extra_columns
+        self.unseen_categories = unseen_categories
+        self._predict = model.predict
+        proba = getattr(model, "predict_proba", None) if self.task == "classification" else None
+        self._predict_proba = proba
+
+    def __repr__(self) -> str:
+        where = f"{self.name}/{self.version}" if self.version is not None else self.digest[:12]
+        return f"<Predictor {where} ({self.flavor}, {len(self.signature.inputs)} inputs)>"
+
+    @property
+    def uri(self) -> str:
+        """``NAME/VERSION`` when registered, else ``run:RUN/PATH``."""
+        if self.name is not None and self.version is not None:
+            return f"{self.name}/{self.version}"
+        return f"run:{self.manifest['run']['id']}/{self.manifest.get('artifact_path', 'model')}"
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """The model version, its run, the data versions, the commit and the environment."""
+        manifest = self.manifest
+        return {
+            "model": {
+                "name": self.name,
+                "version": self.version,
+                "digest": self.digest,
+                "flavor": self.flavor,
+            },
+            "run": dict(manifest.get("run") or {}),
+            "data": list(manifest.get("data") or []),
+            "code": dict(manifest.get("code") or {}),
+            "environment": dict(manifest.get("libraries") or {}),
+        }
+
+    def validate(self, data: Any) -> Any:
+        """``data`` as the checked pandas DataFrame the model receives."""
+        return self.signature.prepare(data, extra=self.extra_columns, unseen=self.unseen_categories)
+
+    def predict(self, data: Any) -> Any:
+        """The model's predictions (a NumPy array) for the rows of ``data``."""
+        return self._predict(
+            self.signature.prepare(data, extra=self.extra_columns, unseen=self.unseen_categories)
+        )
+
+    def predict_proba(self, data: Any) -> Any:
+        """Class probabilities, one column per class in :attr:`classes` order (classifiers only)."""
+        if self._predict_proba is None:
+            raise InvalidValueError(
+                f"{self.uri} is a {self.task or 'model'} without class probabilities; use predict"
+            )
+        return self._predict_proba(
+            self.signature.prepare(data, extra=self.extra_columns, unseen=self.unseen_categories)
+        )
