@@ -93,13 +93,13 @@ class Plan:
 
     load_repeat: int = 7
     big_repeat: int = 15
-    rf_single_calls: int = 2_000
-    lr_single_calls: int = 4_000
+    rf_single_calls: int = 1_500
+    lr_single_calls: int = 3_000
     block: int = 50
 
 
 FULL = Plan()
-QUICK = Plan(load_repeat=3, big_repeat=7, rf_single_calls=500, lr_single_calls=2_000)
+QUICK = Plan(load_repeat=3, big_repeat=7, rf_single_calls=300, lr_single_calls=1_000)
 
 
 def log(message: str) -> None:

@@ -1,9 +1,10 @@
-"""molen's main job, as a short demo: versioned data, tracked runs, a pipeline, experiments.
+"""molen's main job, as a short demo: versioned data, tracked runs, models, a pipeline, experiments.
 
 Run it with ``bash scripts/demo.sh`` (or ``molen demo``). It trains a tiny logistic regression
 in pure Python three times with different learning rates, records every run (params, a loss
-curve, metrics, the data version, the git commit), lists and compares the runs with the same
-commands a user types, then declares the training as a pipeline stage, reproduces it (twice:
+curve, metrics, the data version, the git commit) and logs each model to the registry, lists
+and compares the runs with the same commands a user types, promotes the best model through the
+quality gate and shows its lineage, then declares the training as a pipeline stage, reproduces it (twice:
 the second time nothing runs) and sweeps its params as experiments. The project is left
 behind for exploring.
 """
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 __all__ = ["run_demo"]
 
@@ -48,7 +50,33 @@ def _auc(scores: list[float], labels: list[int]) -> float:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def _train(features: list[list[float]], labels: list[int], lr: float, epochs: int) -> dict[str, float]:
+FEATURES = ("tenure", "charges", "calls")
+
+
+class DemoModel:
+    """The demo's trained logistic regression, as any model with ``predict`` (molen's generic
+    flavor): it scores rows with the columns tenure, charges and calls."""
+
+    classes_ = (0, 1)
+
+    def __init__(self, weights: list[float], bias: float) -> None:
+        self.weights = weights
+        self.bias = bias
+
+    def predict_proba(self, frame: Any) -> Any:
+        import numpy as np
+
+        scores = frame[list(FEATURES)].to_numpy(dtype=float) @ np.asarray(self.weights) + self.bias
+        positive = 1 / (1 + np.exp(-scores))
+        return np.column_stack([1 - positive, positive])
+
+    def predict(self, frame: Any) -> Any:
+        return (self.predict_proba(frame)[:, 1] > 0.5).astype(int)
+
+
+def _train(
+    features: list[list[float]], labels: list[int], lr: float, epochs: int
+) -> tuple[dict[str, float], DemoModel]:
     import molen
 
     weights, bias = [0.0] * len(features[0]), 0.0
@@ -68,7 +96,7 @@ def _train(features: list[list[float]], labels: list[int], lr: float, epochs: in
         molen.log_metric("train_loss", loss / len(train_x), step=epoch)
     scores = [sum(w * v for w, v in zip(weights, x, strict=True)) + bias for x in test_x]
     accuracy = sum((s > 0) == bool(y) for s, y in zip(scores, test_y, strict=True)) / len(test_y)
-    return {"auc": _auc(scores, test_y), "accuracy": accuracy}
+    return {"auc": _auc(scores, test_y), "accuracy": accuracy}, DemoModel(weights, bias)
 
 
 def _say(text: str) -> None:
@@ -77,7 +105,7 @@ def _say(text: str) -> None:
     console().print(f"\n[bold cyan]▶ {text}[/]")
 
 
-def _molen(*args: str) -> None:
+def _molen(*args: str, allowed: tuple[int, ...] = (0,)) -> None:
     from molen.cli.render import console
 
     console().print(f"[dim]$ molen {' '.join(args)}[/]")
@@ -86,7 +114,7 @@ def _molen(*args: str) -> None:
     try:
         main(list(args))
     except SystemExit as exc:
-        if exc.code not in (None, 0):
+        if (exc.code or 0) not in allowed:
             raise
 
 
@@ -114,18 +142,33 @@ def run_demo(where: Path | None = None) -> Path:
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "demo project"]):
         subprocess.run(command, cwd=project.root, env=git_env, check=False, capture_output=True)
 
+    import pandas as pd
+
     features, labels = _load(data)
-    _say("Training three variants; every run is recorded (params, loss curve, metrics, data, commit)")
+    reference = pd.DataFrame(features, columns=list(FEATURES)).astype({"calls": int})
+    _say(
+        "Training three variants; every run is recorded (params, loss curve, metrics, data, commit) "
+        "and its model logged with a signature, reference profile and card, as churn/1, /2, /3"
+    )
     ids = []
+    aucs = []
     for lr, epochs in ((0.05, 30), (0.3, 30), (1.0, 60)):
         with molen.start_run(name=f"lr-{lr}", tags={"model": "logistic"}) as run:
             run.log_params({"lr": lr, "epochs": epochs})
             run.log_input(data)
-            metrics = _train(features, labels, lr, epochs)
+            metrics, model = _train(features, labels, lr, epochs)
             run.log_metrics(metrics)
             run.log_dict({"lr": lr, "epochs": epochs, **metrics}, "summary.json")
+            logged = run.log_model(
+                model,
+                "churn",
+                reference=reference,
+                y_reference=labels,
+                description="Which customers leave (demo)",
+            )
             ids.append(run.id)
-        print(f"  run {run.id[:8]}  lr={lr:<5} epochs={epochs:<3} auc={metrics['auc']:.3f}")
+            aucs.append(metrics["auc"])
+        print(f"  run {run.id[:8]}  lr={lr:<5} epochs={epochs:<3} auc={metrics['auc']:.3f}  → {logged.uri}")
 
     _say("The runs, best AUC first")
     _molen("runs", "list", "--sort", "-metrics.auc")
@@ -133,6 +176,21 @@ def run_demo(where: Path | None = None) -> Path:
     _molen("runs", "list", "--filter", "metrics.auc > 0.8 and params.epochs = '30'")
     _say("Side by side: what differs, and which run is best at each metric")
     _molen("runs", "compare", *(run_id[:8] for run_id in ids))
+
+    worst = 1 + min(range(3), key=lambda i: aucs[i])
+    best = 1 + max(range(3), key=lambda i: aucs[i])
+    _say(f"The registry: churn/{worst} goes to production, then churn/{best} must beat it through the gate")
+    _molen("models", "alias", "churn", str(worst), "production")
+    _molen("gate", "churn", "--candidate", str(best), "--against", "production", allowed=(0, 1))
+    _molen("models", "promote", "churn", str(best), "--to", "production", "--gate", allowed=(0, 1))
+    _molen("models", "list")
+    _say("Where the production model came from, and where the data went")
+    _molen("lineage", "churn@production")
+    _molen("lineage", "data.csv.molen")
+    production = molen.load_model("churn@production")
+    row = {"tenure": 0.5, "charges": 4.0, "calls": 6}
+    probabilities = production.predict_proba([row])[0]
+    print(f"  molen.load_model('churn@production').predict_proba([{row}]) = {probabilities}")
 
     _say("The same training as a pipeline stage: it reruns only when data.csv or its params change")
     (project.root / "params.yaml").write_text("lr: 0.3\nepochs: 30\n")
@@ -156,6 +214,7 @@ def run_demo(where: Path | None = None) -> Path:
     print(f"    molen runs show {ids[-1][:8]}")
     print("    molen runs list --format json")
     print("    molen data log data.csv      # the data version, and the runs that used it")
+    print("    molen models show churn@production --card;  molen models diff churn 1 3")
     print("    molen dag; molen status; molen exp apply RUN")
     print(f"  (`{sys.executable} -m molen` works too, if `molen` is not on your PATH.)")
     return project.root
@@ -173,7 +232,7 @@ def train_stage() -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     features, labels = _load(Path("data.csv"))
     with molen.start_run():
-        metrics = _train(features, labels, float(params["lr"]), int(params["epochs"]))
+        metrics, _ = _train(features, labels, float(params["lr"]), int(params["epochs"]))
     Path("model.json").write_text(json.dumps({"lr": params["lr"], "epochs": params["epochs"]}))
     Path("metrics.json").write_text(json.dumps(metrics))
 

@@ -175,7 +175,9 @@ def _print_model_tree(tree: dict[str, Any]) -> None:
         node.add("commit: not in a git repository")
     env = node.add("environment")
     for key, value in tree["environment"].items():
-        if key != "command":
+        if key == "packages_snapshot":
+            env.add(f"installed packages: artifact molen/packages.txt ({value[:12]})")
+        elif key != "command":
             env.add(f"{key} {value}")
     if tree["environment"].get("command"):
         node.add(f"command {tree['environment']['command']}")
@@ -200,6 +202,6 @@ def _print_data_tree(tree: dict[str, Any]) -> None:
             f"{run['status']}, {format_time(run['start_time'])})"
         )
         for model in models.get(run["id"], []):
-            aliases = " ".join(f"@{a}" for a in model["aliases"])
-            node.add(f"model [bold]{model['name']}/{model['version']}[/] {aliases}")
+            aliases = "".join(f" @{a}" for a in model["aliases"])
+            node.add(f"model [bold]{model['name']}/{model['version']}[/]{aliases}")
     console().print(root)

@@ -30,8 +30,29 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def _profile_rows(profile: dict[str, Any]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for name, stats in (profile.get("features") or {}).items():
+        missing = f"{stats['missing'] / stats['count']:.1%}" if stats.get("count") else "—"
+        if stats.get("kind") == "numeric" and "mean" in stats:
+            summary = (
+                f"mean {_format(stats['mean'])}, range {_format(stats['min'])} – {_format(stats['max'])}"
+            )
+        elif stats.get("kind") == "categorical":
+            top = ", ".join(f"{item['value']} ({item['count']})" for item in stats.get("top", [])[:4])
+            summary = f"{stats.get('distinct', 0)} values; most frequent: {top}"
+        else:
+            summary = f"{stats.get('min', '')} – {stats.get('max', '')}"
+        rows.append((name, missing, summary))
+    return rows
+
+
 def card_markdown(
-    manifest: dict[str, Any], *, version: int | None = None, aliases: tuple[str, ...] = ()
+    manifest: dict[str, Any],
+    *,
+    version: int | None = None,
+    aliases: tuple[str, ...] = (),
+    profile: dict[str, Any] | None = None,
 ) -> str:
     """The model card of ``manifest`` as Markdown."""
     name = manifest.get("name") or "model"
@@ -50,7 +71,7 @@ def card_markdown(
         facts.append(("aliases", ", ".join(f"@{alias}" for alias in aliases)))
     if manifest.get("classes") is not None:
         facts.append(("classes", ", ".join(str(c) for c in manifest["classes"])))
-    lines += ["## Summary", "", *_table(("", ""), facts)]
+    lines += ["## Summary", "", *_table(("property", "value"), facts)]
     metrics = sorted((manifest.get("metrics") or {}).items())
     lines += ["## Metrics", "", *_table(("metric", "value"), [(k, _format(v)) for k, v in metrics])]
     params = sorted((manifest.get("params") or {}).items())
@@ -66,13 +87,11 @@ def card_markdown(
     ]
     code = manifest.get("code") or {}
     environment = manifest.get("libraries") or {}
-    lineage = [
-        ("commit", code.get("commit", "not in a git repository")),
-        ("branch", code.get("branch", "")),
-        ("uncommitted changes", code.get("dirty", "")),
-        *sorted(environment.items()),
-    ]
-    lines += ["## Lineage", "", *_table(("", ""), lineage)]
+    lineage: list[tuple[Any, ...]] = [("commit", code.get("commit", "not in a git repository"))]
+    if code.get("commit"):
+        lineage += [("branch", code.get("branch", "")), ("uncommitted changes", code.get("dirty", ""))]
+    lineage += sorted(environment.items())
+    lines += ["## Lineage", "", *_table(("what", "version"), lineage)]
     signature = manifest.get("signature") or {}
     rows = []
     for column in signature.get("inputs", []):
@@ -85,7 +104,19 @@ def card_markdown(
         rows.append((column["name"], column["type"], "; ".join(notes)))
     output = signature.get("output") or {}
     lines += ["## Signature", "", *_table(("input column", "type", "notes"), rows)]
-    lines += [f"Output: {output.get('type', 'unknown')}", ""]
+    classes = output.get("classes")
+    shown = (
+        f"a class label, one of {', '.join(map(str, classes))}" if classes else output.get("type", "unknown")
+    )
+    lines += [f"Output: {shown}", ""]
+    if profile:
+        lines += [
+            "## Training data",
+            "",
+            f"{profile.get('rows', 0):,} rows (the reference profile monitoring compares live traffic with).",
+            "",
+            *_table(("feature", "missing", "distribution"), _profile_rows(profile)),
+        ]
     importance = manifest.get("importance") or {}
     if importance:
         top = sorted(importance.items(), key=lambda item: -abs(item[1]))[:15]

@@ -136,6 +136,7 @@ def log_model(
     if example_source is not None:
         example = to_pandas(example_source, chosen.names)
         files["input_example.json"] = json.dumps(_json_rows(example.head(5)), indent=2).encode()
+    profile = None
     if reference is not None:
         frame = to_pandas(reference, chosen.names)
         sample, target = reference_sample(frame, y_reference)
@@ -148,7 +149,7 @@ def log_model(
         f"{package}=={version}\n" for package, version in libraries.items() if package != "python"
     ).encode()
     manifest = _manifest(run, saved, name, description, task, classes, chosen, libraries)
-    markdown = card_markdown(manifest)
+    markdown = card_markdown(manifest, profile=profile)
     files["card.md"] = markdown.encode()
     files["card.html"] = card_html(markdown, title=f"Model card: {name or artifact_path}").encode()
     manifest["files"] = {}
