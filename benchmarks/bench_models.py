@@ -371,7 +371,7 @@ def bench_load(plan: Plan, setup: Setup, mlflow_python: Path, raw: dict[str, Any
     predictions = {
         label: {json.dumps(s["prediction"]) for s in found}
         for label, found in samples.items()
-        if found[0].get("prediction")
+        if "prediction" in found[0]
     }
     if len({p for found in predictions.values() for p in found}) > 1:
         log(f"WARNING: the fresh processes predicted differently: {predictions}")
@@ -380,10 +380,13 @@ def bench_load(plan: Plan, setup: Setup, mlflow_python: Path, raw: dict[str, Any
 
     def split(label: str) -> str:
         found = samples[label]
-        parts = {k: median([s[k] for s in found]) for k in ("pandas", "tool", "load", "predict")}
+        keys = ("pandas", "tool", "load", "predict")
+        parts = {k: median([s[k] for s in found]) for k in keys}
+        rest = median([s["wall"] - sum(s[k] for k in keys) for s in found])
         return (
             f"{label}: import pandas {parts['pandas'] * 1000:.0f} ms, import {parts['tool'] * 1000:.0f} ms, "
-            f"load {parts['load'] * 1000:.0f} ms, predict {parts['predict'] * 1000:.0f} ms"
+            f"load {parts['load'] * 1000:.0f} ms, predict {parts['predict'] * 1000:.0f} ms, "
+            f"interpreter start + exit {rest * 1000:.0f} ms"
         )
 
     def pair(name: str, ours: str, theirs: str, target: str, goal: float | None) -> Row:

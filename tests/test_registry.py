@@ -3,6 +3,7 @@ gate and promotion: on SQLite + a local folder and on PostgreSQL + S3, and throu
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -167,6 +168,69 @@ def test_concurrent_registrations_get_distinct_versions(project: Path) -> None:
         thread.join()
     assert not errors
     assert sorted(found) == [1, 2, 3, 4, 5, 6]
+
+
+def test_concurrent_alias_moves_keep_a_consistent_history(project: Path) -> None:
+    for _ in range(4):
+        train(0.8)
+    workspace = open_workspace()
+    errors: list[BaseException] = []
+
+    def move(version: int) -> None:
+        try:
+            for _ in range(3):
+                service.set_alias("churn", version, "production", workspace=workspace)
+                service.rollback_alias("churn", "production", workspace=workspace)
+        except ConflictError:
+            pass  # nothing left to roll back to at that moment: a fair answer
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=move, args=(version,)) for version in (1, 2, 3, 4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    history = service.alias_history("churn", "production")
+    assert len(history) >= 4
+    for before, after in itertools.pairwise(history):
+        assert after.previous == before.version  # no move was based on a stale reading
+    assert service.get_version("churn@production").version == history[-1].version
+
+
+def test_a_process_killed_while_logging_a_model_registers_nothing(project: Path) -> None:
+    import os
+    import signal
+    import time
+
+    marker = project / "predicting"
+    script = project / "slow.py"
+    script.write_text(
+        "import pathlib, time\n"
+        "import pandas as pd\n"
+        "import molen\n"
+        "class Slow:\n"
+        "    def predict(self, frame):\n"
+        f"        pathlib.Path({str(marker)!r}).touch()\n"
+        "        time.sleep(60)\n"
+        "        return frame['x']\n"
+        "with molen.start_run() as run:\n"
+        "    run.log_model(Slow(), 'slow', reference=pd.DataFrame({'x': [1.0, 2.0]}))\n"
+    )
+    child = subprocess.Popen([sys.executable, str(script)], cwd=project)
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the child never reached predict"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert service.list_models() == []
+    with pytest.raises(NotFoundError, match="no registered model 'slow'"):
+        molen.load_model("slow/1")
+    (run,) = molen.search_runs()
+    assert not any(a.path.endswith("molen-model.json") for a in molen.get_run(run.id).artifacts)
+    assert train(0.8, name="slow").version.version == 1  # the store is usable as before
 
 
 def test_register_a_run_by_prefix_and_refuse_a_run_without_a_model(project: Path) -> None:

@@ -318,19 +318,24 @@ def rollback_alias(name: str, alias: str, *, workspace: Workspace | None = None)
     registry = workspace.metadata.registry
     check_model_name(name)
     check_alias(alias)
-    events = registry.alias_history(name, alias)
-    if not events:
-        registry.list_versions(name)
-        raise NotFoundError(f"{name} has no alias {alias!r} to roll back")
-    stack = _holders(events)
-    if len(stack) < 2:
-        raise ConflictError(f"{name}@{alias} has no previous version to roll back to")
-    target = stack[-2]
+    wanted: list[int] = []
+
+    def target_of(events: list[AliasEvent]) -> int:
+        if not events:
+            raise NotFoundError(f"{name} has no alias {alias!r} to roll back")
+        stack = _holders(events)
+        if len(stack) < 2:
+            raise ConflictError(f"{name}@{alias} has no previous version to roll back to")
+        wanted.append(stack[-2])
+        return stack[-2]
+
     try:
-        return registry.set_alias(name, alias, target, user=_user(), action="rollback")
+        return registry.rollback_alias(name, alias, target_of, user=_user())
     except NotFoundError:
+        if not wanted:
+            raise
         raise ConflictError(
-            f"{name}@{alias} would roll back to version {target}, which was deleted; "
+            f"{name}@{alias} would roll back to version {wanted[0]}, which was deleted; "
             f"move it by hand: molen models alias {name} VERSION {alias}"
         ) from None
 

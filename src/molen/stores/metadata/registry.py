@@ -9,6 +9,7 @@ loser retries with the next one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -141,6 +142,7 @@ class SqlRegistry:
     def delete_version(self, name: str, version: int) -> None:
         """Delete a version; refused with :class:`ConflictError` while an alias points at it."""
         with self.store._write() as connection:
+            self._lock_model(connection, name)
             found = connection.execute(
                 select(t.model_versions.c.version).where(
                     (t.model_versions.c.name == name) & (t.model_versions.c.version == version)
@@ -214,44 +216,82 @@ class SqlRegistry:
     ) -> AliasEvent:
         """Point ``name@alias`` at ``version`` (``None`` removes it), recording the move."""
         with self.store._write() as connection:
-            if version is not None:
-                exists = connection.execute(
-                    select(t.model_versions.c.version).where(
-                        (t.model_versions.c.name == name) & (t.model_versions.c.version == version)
-                    )
-                ).first()
-                if exists is None:
-                    raise self._missing_version(connection, name, version)
-            previous = self._holder(connection, name, alias)
-            if version is None and previous is None:
-                raise NotFoundError(f"{name} has no alias {alias!r}")
-            now = now_ms()
-            where = (t.model_aliases.c.name == name) & (t.model_aliases.c.alias == alias)
-            if version is None:
-                connection.execute(delete(t.model_aliases).where(where))
-            elif previous is None:
-                connection.execute(
-                    insert(t.model_aliases),
-                    {"name": name, "alias": alias, "version": version, "updated_at": now, "user": user},
-                )
-            else:
-                connection.execute(
-                    update(t.model_aliases).where(where).values(version=version, updated_at=now, user=user)
-                )
-            event = AliasEvent(name, alias, version, previous, action, now, user)
-            connection.execute(
-                insert(t.alias_events),
-                {
-                    "name": name,
-                    "alias": alias,
-                    "version": version,
-                    "previous": previous,
-                    "action": action,
-                    "time": now,
-                    "user": user,
-                },
+            return self._move(connection, name, alias, version, user=user, action=action)
+
+    @translated
+    def rollback_alias(
+        self, name: str, alias: str, target_of: Callable[[list[AliasEvent]], int], *, user: str | None
+    ) -> AliasEvent:
+        """Move ``name@alias`` to ``target_of(its history)``, in one transaction with reading
+        the history, so concurrent moves cannot interleave."""
+        with self.store._write() as connection:
+            self._lock_model(connection, name)
+            rows = connection.execute(
+                select(t.alias_events)
+                .where((t.alias_events.c.name == name) & (t.alias_events.c.alias == alias))
+                .order_by(t.alias_events.c.id)
             )
-            return event
+            events = [_event(row) for row in rows]
+            return self._move(connection, name, alias, target_of(events), user=user, action="rollback")
+
+    def _lock_model(self, connection: Connection, name: str) -> None:
+        """Hold the model's row until the transaction ends: moves of its aliases and deletions
+        of its versions happen one at a time (SQLite's BEGIN IMMEDIATE already serializes)."""
+        found = connection.execute(
+            select(t.registered_models.c.name).where(t.registered_models.c.name == name).with_for_update()
+        ).first()
+        if found is None:
+            raise self._missing_model(connection, name)
+
+    def _move(
+        self,
+        connection: Connection,
+        name: str,
+        alias: str,
+        version: int | None,
+        *,
+        user: str | None,
+        action: str,
+    ) -> AliasEvent:
+        self._lock_model(connection, name)
+        if version is not None:
+            exists = connection.execute(
+                select(t.model_versions.c.version).where(
+                    (t.model_versions.c.name == name) & (t.model_versions.c.version == version)
+                )
+            ).first()
+            if exists is None:
+                raise self._missing_version(connection, name, version)
+        previous = self._holder(connection, name, alias)
+        if version is None and previous is None:
+            raise NotFoundError(f"{name} has no alias {alias!r}")
+        now = now_ms()
+        where = (t.model_aliases.c.name == name) & (t.model_aliases.c.alias == alias)
+        if version is None:
+            connection.execute(delete(t.model_aliases).where(where))
+        elif previous is None:
+            connection.execute(
+                insert(t.model_aliases),
+                {"name": name, "alias": alias, "version": version, "updated_at": now, "user": user},
+            )
+        else:
+            connection.execute(
+                update(t.model_aliases).where(where).values(version=version, updated_at=now, user=user)
+            )
+        event = AliasEvent(name, alias, version, previous, action, now, user)
+        connection.execute(
+            insert(t.alias_events),
+            {
+                "name": name,
+                "alias": alias,
+                "version": version,
+                "previous": previous,
+                "action": action,
+                "time": now,
+                "user": user,
+            },
+        )
+        return event
 
     @translated
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
@@ -260,10 +300,7 @@ class SqlRegistry:
         if alias is not None:
             query = query.where(t.alias_events.c.alias == alias)
         with self.store.engine.connect() as connection:
-            return [
-                AliasEvent(row.name, row.alias, row.version, row.previous, row.action, row.time, row.user)
-                for row in connection.execute(query.order_by(t.alias_events.c.id))
-            ]
+            return [_event(row) for row in connection.execute(query.order_by(t.alias_events.c.id))]
 
     # -- gate verdicts ---------------------------------------------------------------------------
 
@@ -364,3 +401,7 @@ class SqlRegistry:
         return NotFoundError(
             f"{name} has no version {version}; versions: {', '.join(str(v) for v in versions)}"
         )
+
+
+def _event(row: Any) -> AliasEvent:
+    return AliasEvent(row.name, row.alias, row.version, row.previous, row.action, row.time, row.user)
