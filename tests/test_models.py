@@ -168,6 +168,8 @@ def test_package_holds_signature_example_profile_card_and_requirements(project: 
     assert "Who leaves" in card and "| auc | 0.9 |" in card and "| plan | string |" in card
     html = files["card.html"].decode()
     assert html.startswith("<!doctype html>") and "<table>" in html and "http" not in html.split("<body>")[0]
+    assert html.count("<svg") == 5  # tenure, charges, plan, the target and the predictions
+    assert "<script" not in html
 
 
 def test_reference_sample_is_capped(project: Path) -> None:

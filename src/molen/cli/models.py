@@ -140,7 +140,9 @@ def _card(manifest: dict[str, Any], found: Any, output: Path | None, workspace: 
         typer.echo(markdown)
         return
     title = f"Model card: {version.uri if version else manifest.get('name') or 'model'}"
-    text = card_html(markdown, title=title) if output.suffix in {".html", ".htm"} else markdown
+    text = (
+        card_html(markdown, title=title, profile=profile) if output.suffix in {".html", ".htm"} else markdown
+    )
     write_atomic(output, text.encode())
     console().print(f"Wrote the model card to {output}")
 

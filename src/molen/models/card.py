@@ -135,14 +135,62 @@ h1{border-bottom:2px solid #d0d7de;padding-bottom:.3rem}h2{margin-top:2rem;color
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #d0d7de;padding:.3rem .7rem;
 text-align:left;vertical-align:top}th{background:#f6f8fa}tr:nth-child(even) td{background:#fbfbfc}
 code{background:#f6f8fa;padding:.1rem .3rem;border-radius:4px}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0;padding:.5rem;border:1px solid #d0d7de;
+border-radius:6px}figcaption{font-size:.85rem;font-weight:600;margin-bottom:.3rem}
 """
 
 
-def card_html(markdown: str, *, title: str) -> str:
-    """The Markdown card as one self-contained HTML page."""
+def _bars(values: list[float], labels: list[str]) -> str:
+    """A small bar chart as inline SVG (no script, no external file)."""
+    width, height, top = 260, 90, max(values) or 1.0
+    step = width / max(len(values), 1)
+    bars = []
+    for index, (value, label) in enumerate(zip(values, labels, strict=True)):
+        bar = (height - 14) * value / top
+        bars.append(
+            f'<rect x="{index * step + 1:.1f}" y="{height - 14 - bar:.1f}" width="{max(step - 2, 1):.1f}" '
+            f'height="{bar:.1f}" fill="#4c78a8"><title>{html.escape(label)}: {value:g}</title></rect>'
+        )
+    return (
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
+        + "".join(bars)
+        + f'<text x="0" y="{height - 2}" font-size="10" fill="#57606a">{html.escape(labels[0])}</text>'
+        + f'<text x="{width}" y="{height - 2}" font-size="10" fill="#57606a" text-anchor="end">'
+        + f"{html.escape(labels[-1])}</text></svg>"
+    )
+
+
+def _distributions(profile: dict[str, Any]) -> str:
+    figures = []
+    columns = list((profile.get("features") or {}).items())
+    for extra in ("target", "prediction"):
+        if profile.get(extra):
+            columns.append((f"({extra})", profile[extra]))
+    for name, stats in columns:
+        histogram = stats.get("histogram")
+        if histogram:
+            edges = histogram["edges"]
+            labels = [f"{edges[i]:.4g} – {edges[i + 1]:.4g}" for i in range(len(histogram["counts"]))]
+            chart = _bars([float(c) for c in histogram["counts"]], labels)
+        elif stats.get("top"):
+            top = stats["top"][:12]
+            chart = _bars([float(item["count"]) for item in top], [str(item["value"]) for item in top])
+        else:
+            continue
+        figures.append(f"<figure><figcaption>{html.escape(name)}</figcaption>{chart}</figure>")
+    if not figures:
+        return ""
+    return '<h2>Distributions in the training data</h2>\n<div class="charts">' + "".join(figures) + "</div>\n"
+
+
+def card_html(markdown: str, *, title: str, profile: dict[str, Any] | None = None) -> str:
+    """The Markdown card as one self-contained HTML page (with the profile's distributions
+    drawn as inline SVG bar charts when given)."""
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    if profile:
+        body += _distributions(profile)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"

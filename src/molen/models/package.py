@@ -151,7 +151,9 @@ def log_model(
     manifest = _manifest(run, saved, name, description, task, classes, chosen, libraries)
     markdown = card_markdown(manifest, profile=profile)
     files["card.md"] = markdown.encode()
-    files["card.html"] = card_html(markdown, title=f"Model card: {name or artifact_path}").encode()
+    files["card.html"] = card_html(
+        markdown, title=f"Model card: {name or artifact_path}", profile=profile
+    ).encode()
     manifest["files"] = {}
     for file, data in files.items():
         artifact = run._attach(f"{artifact_path}/{file}", run._store_object(data), len(data))
