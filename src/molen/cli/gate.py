@@ -87,8 +87,11 @@ def gate(
 ) -> None:
     """The CI quality gate: exit 0 if the candidate is at least as good as NAME@AGAINST, else 1.
 
-    With --data, both models are scored on the same holdout rows; without it, their runs'
-    recorded metrics are compared. With no model at the alias yet, the candidate passes.
+    With --data, both models are scored on the same holdout rows.
+
+    Without it, the metrics their runs recorded are compared.
+
+    With no model at the alias yet, the candidate passes.
     """
     import json
 
@@ -125,8 +128,10 @@ def lineage(
     ],
     format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
 ) -> None:
-    """Where a model came from (run, data versions, commit, environment), or where data went
-    (the runs that used it and the model versions they produced)."""
+    """Where a model came from (run, data, commit, environment), or where data went.
+
+    For data (PATH.molen, a tracked path, a hash): the runs that used it, the models they made.
+    """
     from molen.cli.render import print_json
     from molen.registry.lineage import data_lineage, model_lineage
 
