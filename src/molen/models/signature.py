@@ -135,13 +135,12 @@ class Signature:
         Raises :class:`InputSchemaError` naming the column at fault.
         """
         frame = to_pandas(data, self.names)
-        columns = frame.columns
-        if len(columns) != len(self.names) or list(columns) != self.names:
+        if frame.columns.tolist() != self.names:
             frame = self._select(frame, extra)
         replaced: dict[str, Any] = {}
-        for spec in self.inputs:
-            series = frame[spec.name]
-            checked = self._check_column(spec, series, unseen)
+        for index, values in enumerate(_column_arrays(frame)):
+            spec = self.inputs[index]
+            checked = self._check_column(spec, values, unseen)
             if checked is not None:
                 replaced[spec.name] = checked
         if replaced:
@@ -167,64 +166,62 @@ class Signature:
             )
         return frame[self.names]
 
-    def _check_column(self, spec: ColumnSpec, series: Any, unseen: str) -> Any:
-        """None when ``series`` fits ``spec`` as it is, else the safely cast column."""
+    def _check_column(self, spec: ColumnSpec, values: Any, unseen: str) -> Any:
+        """None when the column ``values`` (an array) fits ``spec`` as it is, else the safely
+        cast column."""
         import numpy as np
 
-        dtype = series.dtype
-        kind = dtype.kind
-        values = None
-        cast = None
+        kind = values.dtype.kind
+        plain = isinstance(values, np.ndarray)
         if spec.type == "float":
             if kind not in "fiub":
-                cast = values = _numeric(spec, series)
-            elif kind == "f" and not spec.nullable:
-                _no_nan(spec, series.to_numpy())
-        elif spec.type == "integer":
-            if kind in "iu":
-                pass
-            elif kind == "b":
-                cast = series.astype("int64")
-            else:
-                values = series.to_numpy() if kind == "f" else _numeric(spec, series)
-                finite = values[~np.isnan(values)]
-                if finite.size and not np.array_equal(finite, np.floor(finite)):
-                    row = int(np.argmax(values != np.floor(values)))
-                    raise InputSchemaError(
-                        f"column {spec.name!r}: expected whole numbers, "
-                        f"got {values[row].item()!r} at row {row}",
-                        column=spec.name,
-                    )
-                if not spec.nullable:
-                    _no_nan(spec, values)
-                cast = values.astype("int64") if finite.size == values.size else values
-        elif spec.type == "boolean":
-            if kind != "b":
-                cast = _booleans(spec, series)
-        elif spec.type == "datetime":
-            if kind != "M":
-                cast = _datetimes(spec, series)
-        elif kind in "fiubM":  # string or category expected, numbers given
+                return _numeric(spec, values)
+            if not spec.nullable:
+                _no_nan(spec, values if plain and kind == "f" else _floats(values))
+            return None
+        if spec.type == "integer":
+            if kind in "iu" and plain:
+                return None
+            if kind == "b" and plain:
+                return values.astype("int64")
+            numbers = _floats(values) if kind in "fiub" else _numeric(spec, values)
+            finite = numbers[~np.isnan(numbers)]
+            if finite.size and not np.array_equal(finite, np.floor(finite)):
+                row = int(np.argmax(numbers != np.floor(numbers)))
+                raise InputSchemaError(
+                    f"column {spec.name!r}: expected whole numbers, got {numbers[row].item()!r} at row {row}",
+                    column=spec.name,
+                )
+            if not spec.nullable:
+                _no_nan(spec, numbers)
+            return numbers.astype("int64") if finite.size == numbers.size else numbers
+        if spec.type == "boolean":
+            return None if kind == "b" and plain else _booleans(spec, values)
+        if spec.type == "datetime":
+            return None if kind == "M" else _datetimes(spec, values)
+        if kind in "fiubM":  # string or category expected, numbers given
             raise InputSchemaError(
-                f"column {spec.name!r}: expected text ({spec.type}), got {dtype} values",
+                f"column {spec.name!r}: expected text ({spec.type}), got {values.dtype} values",
                 column=spec.name,
             )
-        else:
-            self._check_text(spec, series, unseen)
-            if spec.type == "category" and spec.categories is not None:
-                cast = _categorical(spec, series)
-        return cast
+        self._check_text(spec, values, unseen)
+        if spec.type == "category" and spec.categories is not None:
+            return _categorical(spec, values)
+        return None
 
-    def _check_text(self, spec: ColumnSpec, series: Any, unseen: str) -> None:
+    def _check_text(self, spec: ColumnSpec, values: Any, unseen: str) -> None:
+        import numpy as np
+        import pandas as pd
+
         allowed = self._allowed.get(spec.name)
-        if len(series) <= 16:
-            values = series.tolist()
-            missing_at = [row for row, value in enumerate(values) if value is None or value != value]
-            present = [value for value in values if value is not None and value == value]
+        if len(values) <= 16:
+            listed = values.tolist()
+            missing_at = [row for row, value in enumerate(listed) if _missing(value)]
+            present = [value for value in listed if not _missing(value)] if missing_at else listed
         else:
-            mask = series.isna().to_numpy()
+            mask = np.asarray(pd.isna(values))
             missing_at = mask.nonzero()[0].tolist()[:1]
-            present = series[~mask].unique().tolist() if mask.any() else series.unique().tolist()
+            present = pd.unique(values[~mask] if missing_at else values).tolist()
         if missing_at and not spec.nullable:
             raise InputSchemaError(
                 f"column {spec.name!r}: missing value at row {missing_at[0]}, but the model was "
@@ -246,6 +243,37 @@ class Signature:
                 )
 
 
+def _column_arrays(frame: Any) -> list[Any]:
+    """Each column of ``frame`` as its array (NumPy or pandas extension array), in order,
+    without building a Series per column (that cost most of a one-row check)."""
+    get = getattr(frame, "_get_column_array", None)
+    if get is not None:
+        try:
+            return [get(index) for index in range(frame.shape[1])]
+        except (TypeError, IndexError, AttributeError):  # a pandas whose internals differ
+            pass
+    return [frame.iloc[:, index].array for index in range(frame.shape[1])]
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if type(value) is str:
+        return False
+    import pandas as pd
+
+    return bool(pd.isna(value)) if not isinstance(value, (list, tuple, dict)) else False
+
+
+def _floats(values: Any) -> Any:
+    """The column as float64 NumPy values, missing values as NaN."""
+    import numpy as np
+
+    if isinstance(values, np.ndarray):
+        return values.astype("float64", copy=False)
+    return values.to_numpy(dtype="float64", na_value=np.nan)
+
+
 def _first_missing(values: Any) -> int:
     import numpy as np
 
@@ -263,32 +291,34 @@ def _no_nan(spec: ColumnSpec, values: Any) -> None:
         )
 
 
-def _numeric(spec: ColumnSpec, series: Any) -> Any:
-    """A float array of ``series`` (text holding numbers is read as numbers), or an error."""
+def _numeric(spec: ColumnSpec, values: Any) -> Any:
+    """A float array of the column (text holding numbers is read as numbers), or an error."""
     import numpy as np
     import pandas as pd
 
+    series = pd.Series(values, copy=False)
     try:
-        values = pd.to_numeric(series, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
+        numbers = pd.to_numeric(series, errors="raise").to_numpy(dtype="float64", na_value=np.nan)
     except (ValueError, TypeError):
-        numbers = pd.to_numeric(series, errors="coerce")
-        bad = (numbers.isna() & series.notna()).to_numpy().nonzero()[0]
+        coerced = pd.to_numeric(series, errors="coerce")
+        bad = (coerced.isna() & series.notna()).to_numpy().nonzero()[0]
         row = int(bad[0]) if bad.size else 0
         raise InputSchemaError(
             f"column {spec.name!r}: expected a number, got {series.iloc[row]!r} at row {row}",
             column=spec.name,
         ) from None
     if not spec.nullable:
-        _no_nan(spec, values)
-    return values
+        _no_nan(spec, numbers)
+    return numbers
 
 
-def _booleans(spec: ColumnSpec, series: Any) -> Any:
+def _booleans(spec: ColumnSpec, values: Any) -> Any:
     import numpy as np
 
-    values = series.to_numpy()
-    if series.dtype.kind in "iuf" and np.isin(values, (0, 1)).all():
-        return values.astype(bool)
+    if values.dtype.kind in "iuf":
+        numbers = _floats(values)
+        if np.isin(numbers, (0, 1)).all():
+            return numbers.astype(bool)
     words = {"true": True, "false": False, "1": True, "0": False}
     out = []
     for row, value in enumerate(values.tolist()):
@@ -304,22 +334,22 @@ def _booleans(spec: ColumnSpec, series: Any) -> Any:
     return np.array(out, dtype=bool)
 
 
-def _categorical(spec: ColumnSpec, series: Any) -> Any:
-    """``series`` as a pandas categorical with the training categories, in training order
+def _categorical(spec: ColumnSpec, values: Any) -> Any:
+    """The column as a pandas categorical with the training categories, in training order
     (models such as LightGBM map categories to codes by position)."""
     import pandas as pd
 
-    dtype = series.dtype
+    dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype) and tuple(str(c) for c in dtype.categories) == spec.categories:
         return None
-    return pd.Categorical(series.astype(object), categories=list(spec.categories or ()))
+    return pd.Categorical(list(values.tolist()), categories=list(spec.categories or ()))
 
 
-def _datetimes(spec: ColumnSpec, series: Any) -> Any:
+def _datetimes(spec: ColumnSpec, values: Any) -> Any:
     import pandas as pd
 
     try:
-        return pd.to_datetime(series, errors="raise")
+        return pd.to_datetime(pd.Series(values, copy=False), errors="raise")
     except (ValueError, TypeError):
         raise InputSchemaError(
             f"column {spec.name!r}: expected a date and time (ISO 8601), got values that are not",
