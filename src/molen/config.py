@@ -72,6 +72,12 @@ def _default_objects_url(project: Project | None) -> str | None:
     return str(project.state_dir / "cache")
 
 
+def _default_prediction_log(project: Project | None) -> str | None:
+    if project is None:
+        return None
+    return str(project.state_dir / "log")
+
+
 def _default_experiment(project: Project | None) -> str:
     return "Default"
 
@@ -141,6 +147,11 @@ SETTINGS: tuple[Setting, ...] = (
         "model input columns the signature lacks: ignore (drop them) or refuse",
         lambda _: "ignore",
         lambda text: _parse_choice(text, ("ignore", "refuse")),
+    ),
+    Setting(
+        "serving.prediction_log",
+        "where molen serve logs predictions and feedback: a folder or an fsspec URL (s3://…)",
+        _default_prediction_log,
     ),
     Setting(
         "objects.verify",

@@ -46,6 +46,7 @@ COMMANDS = {
     "status": "molen.cli.pipeline",
     "gate": "molen.cli.gate",
     "lineage": "molen.cli.gate",
+    "serve": "molen.cli.serve",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

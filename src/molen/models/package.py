@@ -140,7 +140,7 @@ def log_model(
     if reference is not None:
         frame = to_pandas(reference, chosen.names)
         sample, target = reference_sample(frame, y_reference)
-        predictions = _predictions(model, chosen, sample)
+        predictions = _predictions(model, chosen, sample, as_array=_takes_array(model, reference))
         profile = profile_frame(frame, target=y_reference, predictions=predictions)
         files["profile.json"] = json.dumps(profile, indent=2).encode()
         files["reference.parquet"] = sample_parquet(sample, target, predictions)
@@ -149,6 +149,8 @@ def log_model(
         f"{package}=={version}\n" for package, version in libraries.items() if package != "python"
     ).encode()
     manifest = _manifest(run, saved, name, description, task, classes, chosen, libraries)
+    if _takes_array(model, reference if reference is not None else input_example):
+        manifest["takes"] = "array"  # fitted on an array: give it one (not a frame it would warn about)
     markdown = card_markdown(manifest, profile=profile)
     files["card.md"] = markdown.encode()
     files["card.html"] = card_html(
@@ -177,6 +179,11 @@ def log_model(
     return LoggedModel(run.id, artifact_path, digest, saved.flavor, version)
 
 
+def _takes_array(model: Any, reference: Any) -> bool:
+    fitted_on_array = hasattr(model, "n_features_in_") and not hasattr(model, "feature_names_in_")
+    return fitted_on_array and type(reference).__module__ == "numpy"
+
+
 def _in_model_order(signature: Signature, model: Any) -> Signature:
     """The signature with its columns in the order the model was fitted on (scikit-learn
     checks the order), when the model knows it and the columns are the same."""
@@ -190,9 +197,10 @@ def _in_model_order(signature: Signature, model: Any) -> Signature:
     return Signature([by_name[name] for name in order], signature.output)
 
 
-def _predictions(model: Any, signature: Signature, sample: Any) -> list[Any] | None:
+def _predictions(model: Any, signature: Signature, sample: Any, *, as_array: bool) -> list[Any] | None:
     try:
-        predicted = model.predict(signature.prepare(sample))
+        frame = signature.prepare(sample)
+        predicted = model.predict(frame.to_numpy() if as_array else frame)
     except Exception:  # the profile is a convenience: a model that cannot score its own
         return None  # training sample is still logged (monitoring then lacks this baseline)
     return [value.item() if hasattr(value, "item") else value for value in predicted]

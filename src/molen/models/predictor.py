@@ -54,6 +54,7 @@ class Predictor:
         self._predict = model.predict
         proba = getattr(model, "predict_proba", None) if self.task == "classification" else None
         self._predict_proba = proba
+        self._takes_array = manifest.get("takes") == "array"
 
     def __repr__(self) -> str:
         where = f"{self.name}/{self.version}" if self.version is not None else self.digest[:12]
@@ -87,11 +88,14 @@ class Predictor:
         """``data`` as the checked pandas DataFrame the model receives."""
         return self.signature.prepare(data, extra=self.extra_columns, unseen=self.unseen_categories)
 
+    @property
+    def has_proba(self) -> bool:
+        """Whether :meth:`predict_proba` answers (classifiers that have it)."""
+        return self._predict_proba is not None
+
     def predict(self, data: Any) -> Any:
         """The model's predictions (a NumPy array) for the rows of ``data``."""
-        return self._predict(
-            self.signature.prepare(data, extra=self.extra_columns, unseen=self.unseen_categories)
-        )
+        return self.predict_validated(self.validate(data))
 
     def predict_proba(self, data: Any) -> Any:
         """Class probabilities, one column per class in :attr:`classes` order (classifiers only)."""
@@ -99,6 +103,14 @@ class Predictor:
             raise InvalidValueError(
                 f"{self.uri} is a {self.task or 'model'} without class probabilities; use predict"
             )
-        return self._predict_proba(
-            self.signature.prepare(data, extra=self.extra_columns, unseen=self.unseen_categories)
-        )
+        return self.predict_proba_validated(self.validate(data))
+
+    def predict_validated(self, frame: Any) -> Any:
+        """Predictions for a frame :meth:`validate` returned (no second check)."""
+        return self._predict(frame.to_numpy() if self._takes_array else frame)
+
+    def predict_proba_validated(self, frame: Any) -> Any:
+        """Probabilities for a frame :meth:`validate` returned (classifiers only)."""
+        if self._predict_proba is None:
+            raise InvalidValueError(f"{self.uri} has no class probabilities")
+        return self._predict_proba(frame.to_numpy() if self._takes_array else frame)

@@ -1,0 +1,200 @@
+"""The prediction log: every answered row, and the feedback that arrives later, as Parquet.
+
+Layout under the log's root (a folder, by default ``.molen/log``, or any fsspec URL)::
+
+    predictions/model=churn/date=2026-11-27/part-<time>-<uuid>.parquet
+    feedback/model=churn/date=2026-11-27/part-<time>-<uuid>.parquet
+
+Hive-style partitions, so pandas, polars and DuckDB read a model's log (or one day of it) with
+one glob (the ``model`` and ``date`` columns come from the folder names). A prediction row holds
+``request_id``, ``timestamp`` (UTC), ``version``, ``role`` (``champion``, ``canary`` or
+``shadow``), ``latency_ms``, ``inputs`` (a struct with one field per input column),
+``prediction`` and, for classifiers, ``probability`` (of the predicted class) and
+``probabilities`` (a list, in class order). A feedback row holds ``request_id``, ``timestamp``
+and ``truth``.
+
+Batches are handed to :meth:`PredictionLog.append`, which never blocks and never raises: a
+bounded queue takes them, and one background thread turns them into Arrow and writes a file per
+partition every ``flush_interval`` seconds (or ``max_rows`` rows). When the queue is full or a
+write fails, the rows are counted in :attr:`PredictionLog.dropped` (``/metrics`` reports it)
+and a warning is logged, and serving goes on. Each file is written under a temporary name and
+renamed whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["PredictionLog", "read_log", "utc_now"]
+
+log = logging.getLogger("molen.serving")
+
+_STOP = object()
+
+
+def utc_now() -> datetime:
+    """The timestamp rows carry."""
+    return datetime.now(timezone.utc)
+
+
+class PredictionLog:
+    """A non-blocking writer of prediction and feedback rows into partitioned Parquet files."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        flush_interval: float = 2.0,
+        max_rows: int = 50_000,
+        capacity: int = 10_000,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.root = root.rstrip("/")
+        self.flush_interval = flush_interval
+        self.max_rows = max_rows
+        self.dropped = 0
+        self.written = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+        self._storage_options = storage_options or {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="molen-prediction-log", daemon=True)
+        self._thread.start()
+
+    # -- the serving side: never blocks, never raises ------------------------------------------------
+
+    def append(self, kind: str, model: str, batch: Any, rows: int) -> None:
+        """Queue ``batch`` (``rows`` rows of ``kind``, ``predictions`` or ``feedback``, for
+        ``model``): a list of row dicts, or anything with ``to_arrow()``, turned into Arrow by
+        the writer thread, not by the request that logs it."""
+        if self._closed:
+            self._drop(rows, "the log is closed")
+            return
+        try:
+            self._queue.put_nowait((kind, model, batch, rows))
+        except queue.Full:
+            self._drop(rows, "the log's buffer is full (the sink is slower than the traffic)")
+
+    def _drop(self, count: int, why: str) -> None:
+        with self._lock:
+            self.dropped += count
+        log.warning("prediction log: dropped %d rows: %s", count, why)
+
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: dict[tuple[str, str], list[tuple[Any, int]]] = {}
+        count = 0
+        deadline = time.monotonic() + self.flush_interval
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self._write(pending)
+                return
+            if isinstance(item, threading.Event):  # a flush request
+                self._write(pending)
+                pending, count = {}, 0
+                deadline = time.monotonic() + self.flush_interval
+                item.set()
+                continue
+            if item is not None:
+                kind, model, batch, rows = item
+                pending.setdefault((kind, model), []).append((batch, rows))
+                count += rows
+            if count >= self.max_rows or time.monotonic() >= deadline:
+                self._write(pending)
+                pending, count = {}, 0
+                deadline = time.monotonic() + self.flush_interval
+
+    def _write(self, pending: dict[tuple[str, str], list[tuple[Any, int]]]) -> None:
+        for (kind, model), batches in pending.items():
+            rows = sum(count for _, count in batches)
+            if not rows:
+                continue
+            try:
+                self._write_files(kind, model, [batch for batch, _ in batches])
+                with self._lock:
+                    self.written += rows
+            except Exception as exc:  # a failing sink must not stop serving: count and go on
+                self._drop(rows, f"writing to {self.root} failed: {exc}")
+
+    def _write_files(self, kind: str, model: str, batches: list[Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        tables = [pa.Table.from_pylist(b) if isinstance(b, list) else b.to_arrow() for b in batches]
+        whole = pa.concat_tables(tables, promote_options="permissive")
+        dates = pc.strftime(whole.column("timestamp"), format="%Y-%m-%d")
+        for date in pc.unique(dates).to_pylist():
+            table = whole.filter(pc.equal(dates, date))
+            self._write_file(f"{kind}/model={model}/date={date}", table)
+
+    def _write_file(self, folder: str, table: Any) -> None:
+        import pyarrow.parquet as pq
+
+        name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}.parquet"
+        if "://" not in self.root:
+            path = os.path.join(self.root, folder)
+            os.makedirs(path, exist_ok=True)
+            temporary = os.path.join(path, f".{name}.tmp")
+            pq.write_table(table, temporary, compression="zstd")
+            os.replace(temporary, os.path.join(path, name))
+            return
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(f"{self.root}/{folder}", **self._storage_options)
+        temporary = f"{path}/.{name}.tmp"
+        with fs.open(temporary, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+        fs.mv(temporary, f"{path}/{name}")
+
+    # -- control -------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Write everything queued so far; True when done within ``timeout`` seconds."""
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued and stop the writer (the server's shutdown calls this)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.warning("prediction log: could not stop the writer within %.0f s", timeout)
+            return
+        self._thread.join(timeout)
+
+
+def read_log(root: str, kind: str = "predictions", model: str | None = None) -> Any:
+    """The rows of a prediction log (or its feedback) as an Arrow table (all models, or one);
+    the ``model`` and ``date`` columns come from the partition folders."""
+    import pyarrow.dataset as ds
+
+    path = f"{root.rstrip('/')}/{kind}"
+    if "://" not in path and not os.path.isdir(path):
+        import pyarrow as pa
+
+        return pa.table({})
+    table = ds.dataset(path, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"]).to_table()
+    if model is not None and table.num_rows:
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.equal(table.column("model"), model))
+    return table
