@@ -37,6 +37,7 @@ GROUPS = {
     "remote": "molen.cli.remote",
     "exp": "molen.cli.exp",
     "models": "molen.cli.models",
+    "build": "molen.cli.build",
 }
 #: Top-level commands kept in their own modules (imported the same way); they register
 #: themselves on ``app`` when imported.
@@ -47,6 +48,7 @@ COMMANDS = {
     "gate": "molen.cli.gate",
     "lineage": "molen.cli.gate",
     "serve": "molen.cli.serve",
+    "predict": "molen.cli.serve",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

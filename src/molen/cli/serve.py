@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from molen.cli.app import app, open_workspace_of
+
+if TYPE_CHECKING:
+    from molen.serving.build import Built
 
 
 @app.command()
@@ -72,3 +75,114 @@ def serve(
         + ")"
     )
     run_server(options)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or run:RUN/model.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Rows to score: a .parquet or .csv file.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the scored rows (.parquet).")
+    ],
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Rows per chunk (memory use grows with it).")
+    ] = 100_000,
+    log: Annotated[
+        bool, typer.Option("--log", help="Log every row to the prediction log, as molen serve does.")
+    ] = False,
+) -> None:
+    """Score a file in chunks: the input's columns plus prediction (and class probabilities).
+
+    Files larger than memory stream through; the output appears only when complete.
+    """
+    from molen.cli.render import RichProgress, console
+    from molen.serving.batch import predict_file
+
+    workspace = open_workspace_of(ctx)
+    bar = RichProgress()
+    started = False
+    shown = 0
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal started, shown
+        if not started:
+            bar.start("scoring rows", total)
+            started = True
+        bar.advance(done - shown)
+        shown = done
+
+    try:
+        result = predict_file(
+            model,
+            input,
+            output,
+            chunk_size=chunk_size,
+            log_root=workspace.settings["serving.prediction_log"] if log else None,
+            workspace=workspace,
+            progress=progress,
+        )
+    finally:
+        if started:
+            bar.finish()
+    rate = result.rows / result.seconds if result.seconds else 0.0
+    console().print(
+        f"Scored {result.rows:,} rows with {model} (version {result.version}) in {result.seconds:.1f} s "
+        f"({rate:,.0f} rows/s) → {result.output}"
+    )
+
+
+build_app_cli = typer.Typer(
+    help="Package a registered model for deployment: a Docker build context, Kubernetes manifests.",
+    no_args_is_help=True,
+)
+
+
+def _print_built(built: Built) -> None:
+    from collections import Counter
+
+    from molen.cli.render import console
+
+    console().print(
+        f"Wrote {len(built.files)} files for {built.uri} (version {built.version}) to {built.folder}:"
+    )
+    tops = Counter(name.split("/", 1)[0] + ("/" if "/" in name else "") for name in built.files)
+    for top, count in sorted(tops.items()):
+        console().print(f"  {top}" + (f"  ({count} files)" if top.endswith("/") else ""))
+
+
+@build_app_cli.command("docker")
+def build_docker_cli(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the build context.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """A Docker build context: Dockerfile, pinned requirements, molen, and the model bundled.
+
+    Then: docker build -t churn:3 DIR && docker run -p 8080:8080 churn:3
+    """
+    from molen.serving.build import build_docker
+
+    _print_built(build_docker(model, output, workspace=open_workspace_of(ctx), force=force))
+
+
+@build_app_cli.command("k8s")
+def build_k8s_cli(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the manifests.")],
+    image: Annotated[str | None, typer.Option(help="Container image (default NAME:VERSION).")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Replicas (the autoscaler's minimum).")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty output folder.")] = False,
+) -> None:
+    """Kubernetes manifests: Deployment (V2 health probes, Prometheus annotations), Service, HPA.
+
+    Then: kubectl apply -f DIR
+    """
+    from molen.serving.build import build_kubernetes
+
+    built = build_kubernetes(
+        model, output, workspace=open_workspace_of(ctx), image=image, replicas=replicas, force=force
+    )
+    _print_built(built)

@@ -126,8 +126,10 @@ def register_package(
     digest: str,
     flavor: str,
     description: str | None = None,
+    version: int | None = None,
 ) -> ModelVersion:
-    """Record the package ``digest`` as the next version of ``name``."""
+    """Record the package ``digest`` as the next version of ``name`` (or as ``version``, when
+    copying a version from another registry)."""
     check_model_name(name)
     return workspace.metadata.registry.create_version(
         name,
@@ -137,6 +139,7 @@ def register_package(
         flavor=flavor,
         user=_user(),
         description=description,
+        number=version,
     )
 
 

@@ -32,7 +32,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["PredictionLog", "read_log", "utc_now"]
+__all__ = ["PredictionBatch", "PredictionLog", "read_log", "utc_now"]
 
 log = logging.getLogger("molen.serving")
 
@@ -42,6 +42,53 @@ _STOP = object()
 def utc_now() -> datetime:
     """The timestamp rows carry."""
     return datetime.now(timezone.utc)
+
+
+class PredictionBatch:
+    """Answered rows for the log: kept as the request left them, turned into Arrow by the
+    writer thread (so logging costs a request almost nothing)."""
+
+    __slots__ = ("frame", "ids", "latency_ms", "predictions", "probabilities", "role", "timestamp", "version")
+
+    def __init__(
+        self,
+        frame: Any,
+        ids: list[str],
+        version: str,
+        role: str,
+        latency_ms: float,
+        predictions: Any,
+        probabilities: Any | None,
+    ) -> None:
+        self.frame = frame
+        self.ids = ids
+        self.version = version
+        self.role = role
+        self.latency_ms = latency_ms
+        self.predictions = predictions
+        self.probabilities = probabilities
+        self.timestamp = utc_now()
+
+    def to_arrow(self) -> Any:
+        import pyarrow as pa
+
+        rows = len(self.ids)
+        inputs = pa.Table.from_pandas(self.frame, preserve_index=False)
+        columns: dict[str, Any] = {
+            "request_id": pa.array(self.ids, pa.string()),
+            "timestamp": pa.array([self.timestamp] * rows, pa.timestamp("us", tz="UTC")),
+            "version": pa.array([self.version] * rows, pa.string()),
+            "role": pa.array([self.role] * rows, pa.string()),
+            "latency_ms": pa.array([self.latency_ms] * rows, pa.float64()),
+            "inputs": pa.StructArray.from_arrays(
+                [column.combine_chunks() for column in inputs.columns], names=inputs.column_names
+            ),
+            "prediction": pa.array(self.predictions.tolist()),
+        }
+        if self.probabilities is not None:
+            columns["probability"] = pa.array(self.probabilities.max(axis=1), pa.float64())
+            columns["probabilities"] = pa.array(self.probabilities.tolist(), pa.list_(pa.float64()))
+        return pa.table(columns)
 
 
 class PredictionLog:

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from molen.errors import InvalidValueError, UsageError
+from molen.serving.predlog import PredictionBatch
 
 if TYPE_CHECKING:
     from molen.models.predictor import Predictor
@@ -102,54 +103,6 @@ class Answer(NamedTuple):
     predictions: Any
     probabilities: Any | None
     classes: list[Any] | None
-
-
-class _LogBatch:
-    """Rows for the prediction log, turned into Arrow by the log's writer thread."""
-
-    __slots__ = ("frame", "ids", "latency_ms", "predictions", "probabilities", "role", "timestamp", "version")
-
-    def __init__(
-        self,
-        frame: Any,
-        ids: list[str],
-        version: str,
-        role: str,
-        latency_ms: float,
-        predictions: Any,
-        probabilities: Any | None,
-    ) -> None:
-        from molen.serving.predlog import utc_now
-
-        self.frame = frame
-        self.ids = ids
-        self.version = version
-        self.role = role
-        self.latency_ms = latency_ms
-        self.predictions = predictions
-        self.probabilities = probabilities
-        self.timestamp = utc_now()
-
-    def to_arrow(self) -> Any:
-        import pyarrow as pa
-
-        rows = len(self.ids)
-        inputs = pa.Table.from_pandas(self.frame, preserve_index=False)
-        columns: dict[str, Any] = {
-            "request_id": pa.array(self.ids, pa.string()),
-            "timestamp": pa.array([self.timestamp] * rows, pa.timestamp("us", tz="UTC")),
-            "version": pa.array([self.version] * rows, pa.string()),
-            "role": pa.array([self.role] * rows, pa.string()),
-            "latency_ms": pa.array([self.latency_ms] * rows, pa.float64()),
-            "inputs": pa.StructArray.from_arrays(
-                [column.combine_chunks() for column in inputs.columns], names=inputs.column_names
-            ),
-            "prediction": pa.array(self.predictions.tolist()),
-        }
-        if self.probabilities is not None:
-            columns["probability"] = pa.array(self.probabilities.max(axis=1), pa.float64())
-            columns["probabilities"] = pa.array(self.probabilities.tolist(), pa.list_(pa.float64()))
-        return pa.table(columns)
 
 
 class ModelServer:
@@ -245,7 +198,7 @@ class ModelServer:
             self.log.append(
                 "predictions",
                 served.name,
-                _LogBatch(frame, ids, version, role, latency_ms, predictions, proba),
+                PredictionBatch(frame, ids, version, role, latency_ms, predictions, proba),
                 rows,
             )
         self.metrics.predicted(version, role, predictions, model.task == "classification")
@@ -270,7 +223,7 @@ class ModelServer:
             self.log.append(
                 "predictions",
                 self.shadow.name,
-                _LogBatch(checked, ids, version, "shadow", latency_ms, predictions, proba),
+                PredictionBatch(checked, ids, version, "shadow", latency_ms, predictions, proba),
                 len(ids),
             )
         self.metrics.predicted(version, "shadow", predictions, model.task == "classification")

@@ -47,8 +47,10 @@ class SqlRegistry:
         flavor: str,
         user: str | None = None,
         description: str | None = None,
+        number: int | None = None,
     ) -> ModelVersion:
-        """Register the package ``digest`` as the next version of ``name`` (created if new)."""
+        """Register the package ``digest`` as the next version of ``name`` (created if new), or
+        as version ``number`` (a :class:`ConflictError` if that number is taken)."""
         for attempt in range(_ATTEMPTS):
             try:
                 with self.store._write() as connection:
@@ -61,7 +63,7 @@ class SqlRegistry:
                     latest = connection.execute(
                         select(func.max(t.model_versions.c.version)).where(t.model_versions.c.name == name)
                     ).scalar()
-                    version = int(latest or 0) + 1
+                    version = int(latest or 0) + 1 if number is None else number
                     row = {
                         "name": name,
                         "version": version,
@@ -78,6 +80,8 @@ class SqlRegistry:
                         name, version, run_id, artifact_path, digest, flavor, now, user, description
                     )
             except IntegrityError:
+                if number is not None:
+                    raise ConflictError(f"{name} already has a version {number}") from None
                 if attempt == _ATTEMPTS - 1:
                     raise ConflictError(
                         f"could not register a new version of {name!r}: too many concurrent "
