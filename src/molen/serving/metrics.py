@@ -65,6 +65,11 @@ class ServerMetrics:
             "Prediction log rows dropped (full buffer or failing sink).",
             registry=self.registry,
         )
+        self.shadow_skipped = Counter(
+            "molen_shadow_rows_skipped",
+            "Rows the shadow challenger skipped because it fell behind.",
+            registry=self.registry,
+        )
         self.log_written = Gauge(
             "molen_log_rows_written",
             "Prediction log rows written.",

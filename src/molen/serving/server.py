@@ -34,6 +34,9 @@ __all__ = ["Answer", "ModelServer", "ServedModel", "parse_canary"]
 
 log = logging.getLogger("molen.serving")
 
+#: Requests a shadow challenger may fall behind by before its copies are skipped (and counted).
+SHADOW_BACKLOG = 256
+
 
 class ServedModel:
     """A model URI (``churn@production``, ``churn/3``) and the version loaded for it now."""
@@ -131,6 +134,7 @@ class ModelServer:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="molen-shadow") if shadow else None
         )
         self._counter = 0
+        self._shadow_backlog = 0
         self._lock = threading.Lock()
         self._publish_info()
 
@@ -203,10 +207,24 @@ class ModelServer:
             )
         self.metrics.predicted(version, role, predictions, model.task == "classification")
         if self._shadow_pool is not None and self.shadow is not None:
-            self._shadow_pool.submit(self._shadow_answer, frame, ids)
+            with self._lock:
+                behind = self._shadow_backlog >= SHADOW_BACKLOG
+                if not behind:
+                    self._shadow_backlog += 1
+            if behind:  # the challenger cannot keep up: skip it rather than queue without end
+                self.metrics.shadow_skipped.inc(rows)
+            else:
+                self._shadow_pool.submit(self._shadow_answer, frame, ids)
         return Answer(served.name, version, role, request_id, ids, predictions, proba, model.classes)
 
     def _shadow_answer(self, frame: Any, ids: list[str]) -> None:
+        try:
+            self._shadow_work(frame, ids)
+        finally:
+            with self._lock:
+                self._shadow_backlog -= 1
+
+    def _shadow_work(self, frame: Any, ids: list[str]) -> None:
         assert self.shadow is not None
         model = self.shadow.current
         try:
