@@ -481,3 +481,37 @@ def test_molen_serve_process_follows_alias_without_dropping_requests(project: Pa
         server.wait(timeout=60)
     rows = read_log(str(project / ".molen" / "log"), "predictions", "churn").num_rows
     assert rows == 300  # flushed on shutdown: every answered row
+
+
+def test_text_labels_are_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "labels"
+    init_project(root, experiment="serve")
+    monkeypatch.chdir(root)
+    frame, target = churn()
+    numbers = frame[["tenure", "charges"]]
+    labels = np.where(target == 1, "leave", "stay")
+    with molen.start_run() as run:
+        run.log_model(LogisticRegression().fit(numbers, labels), "words", reference=numbers)
+    with TestClient(build_app(ServeOptions(uri="words/1", project=str(root), poll_interval=0))) as client:
+        row = {"tenure": 3, "charges": 80.5}
+        doc = client.post("/predict", json=[row]).json()
+        assert doc["predictions"][0] in {"leave", "stay"} and doc["classes"] == ["leave", "stay"]
+        assert (
+            client.post("/invocations", json={"dataframe_records": [row]}).json()["predictions"]
+            == doc["predictions"]
+        )
+        v2 = client.post(
+            "/v2/models/words/infer",
+            json={"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [[3, 80.5]]}]},
+        ).json()
+        assert v2["outputs"][0]["data"] == doc["predictions"] and v2["outputs"][0]["datatype"] == "BYTES"
+
+
+def test_one_model_call_answers_labels_and_probabilities(project: Path) -> None:
+    model = molen.load_model("churn/1")
+    assert model.manifest["predict_is_argmax"] is True
+    frame, _ = churn(seed=3)
+    checked = model.validate(frame)
+    labels, probabilities = model.predict_both_validated(checked)
+    assert labels.tolist() == model.model.predict(frame).tolist()
+    np.testing.assert_allclose(probabilities, model.model.predict_proba(frame))

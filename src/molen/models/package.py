@@ -137,10 +137,13 @@ def log_model(
         example = to_pandas(example_source, chosen.names)
         files["input_example.json"] = json.dumps(_json_rows(example.head(5)), indent=2).encode()
     profile = None
+    argmax_agrees = False
     if reference is not None:
         frame = to_pandas(reference, chosen.names)
         sample, target = reference_sample(frame, y_reference)
-        predictions = _predictions(model, chosen, sample, as_array=_takes_array(model, reference))
+        predictions, argmax_agrees = _predictions(
+            model, chosen, sample, as_array=_takes_array(model, reference), classes=classes
+        )
         profile = profile_frame(frame, target=y_reference, predictions=predictions)
         files["profile.json"] = json.dumps(profile, indent=2).encode()
         files["reference.parquet"] = sample_parquet(sample, target, predictions)
@@ -149,6 +152,8 @@ def log_model(
         f"{package}=={version}\n" for package, version in libraries.items() if package != "python"
     ).encode()
     manifest = _manifest(run, saved, name, description, task, classes, chosen, libraries)
+    if argmax_agrees:
+        manifest["predict_is_argmax"] = True  # serving derives labels from one predict_proba call
     if _takes_array(model, reference if reference is not None else input_example):
         manifest["takes"] = "array"  # fitted on an array: give it one (not a frame it would warn about)
     markdown = card_markdown(manifest, profile=profile)
@@ -197,13 +202,28 @@ def _in_model_order(signature: Signature, model: Any) -> Signature:
     return Signature([by_name[name] for name in order], signature.output)
 
 
-def _predictions(model: Any, signature: Signature, sample: Any, *, as_array: bool) -> list[Any] | None:
+def _predictions(
+    model: Any, signature: Signature, sample: Any, *, as_array: bool, classes: list[Any] | None
+) -> tuple[list[Any] | None, bool]:
+    """The model's predictions on the reference sample, and whether its predicted labels are
+    the classes of highest probability on every row (then one predict_proba call answers both)."""
+    import numpy as np
+
     try:
         frame = signature.prepare(sample)
-        predicted = model.predict(frame.to_numpy() if as_array else frame)
+        given = frame.to_numpy() if as_array else frame
+        predicted = model.predict(given)
     except Exception:  # the profile is a convenience: a model that cannot score its own
-        return None  # training sample is still logged (monitoring then lacks this baseline)
-    return [value.item() if hasattr(value, "item") else value for value in predicted]
+        return None, False  # training sample is still logged (monitoring then lacks this baseline)
+    agrees = False
+    proba = getattr(model, "predict_proba", None)
+    if classes and proba is not None and len(predicted):
+        try:
+            derived = np.asarray(classes, dtype=object)[np.asarray(proba(given)).argmax(axis=1)]
+            agrees = bool(np.array_equal(derived, np.asarray(predicted, dtype=object)))
+        except Exception:  # no usable probabilities: predict and predict_proba stay separate calls
+            agrees = False
+    return [value.item() if hasattr(value, "item") else value for value in predicted], agrees
 
 
 def _manifest(

@@ -55,6 +55,8 @@ class Predictor:
         proba = getattr(model, "predict_proba", None) if self.task == "classification" else None
         self._predict_proba = proba
         self._takes_array = manifest.get("takes") == "array"
+        self._labels: Any = None
+        self._argmax = bool(manifest.get("predict_is_argmax")) and proba is not None and bool(self.classes)
 
     def __repr__(self) -> str:
         where = f"{self.name}/{self.version}" if self.version is not None else self.digest[:12]
@@ -108,6 +110,22 @@ class Predictor:
     def predict_validated(self, frame: Any) -> Any:
         """Predictions for a frame :meth:`validate` returned (no second check)."""
         return self._predict(frame.to_numpy() if self._takes_array else frame)
+
+    def predict_both_validated(self, frame: Any) -> tuple[Any, Any | None]:
+        """(predictions, probabilities or None) for a validated frame, with one model call when
+        the model's labels are its most probable classes (checked on the reference sample when
+        it was logged), else two."""
+        if self._predict_proba is None:
+            return self.predict_validated(frame), None
+        given = frame.to_numpy() if self._takes_array else frame
+        probabilities = self._predict_proba(given)
+        if self._argmax:
+            import numpy as np
+
+            if self._labels is None:
+                self._labels = np.asarray(self.classes)
+            return self._labels[probabilities.argmax(axis=1)], probabilities
+        return self._predict(given), probabilities
 
     def predict_proba_validated(self, frame: Any) -> Any:
         """Probabilities for a frame :meth:`validate` returned (classifiers only)."""

@@ -130,8 +130,7 @@ def _score(model: Predictor, chunk: Any, offset: int, prediction_log: Prediction
         raise InputSchemaError(
             f"rows {offset:,}–{offset + len(chunk) - 1:,}: {exc.message}", column=exc.column
         ) from None
-    predictions = model.predict_validated(frame)
-    probabilities = model.predict_proba_validated(frame) if model.has_proba else None
+    predictions, probabilities = model.predict_both_validated(frame)
     if prediction_log is not None:
         import uuid
 

@@ -190,8 +190,10 @@ class ModelServer:
         served, role = self._pick(key)
         model = served.current  # one reference for the whole request: an alias move cannot split it
         frame = model.validate(data)
-        predictions = model.predict_validated(frame)
-        proba = model.predict_proba_validated(frame) if probabilities and model.has_proba else None
+        if probabilities:
+            predictions, proba = model.predict_both_validated(frame)
+        else:
+            predictions, proba = model.predict_validated(frame), None
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = request_id or uuid.uuid4().hex
         rows = len(predictions)
@@ -230,8 +232,7 @@ class ModelServer:
         try:
             started = time.perf_counter()
             checked = model.validate(frame)
-            predictions = model.predict_validated(checked)
-            proba = model.predict_proba_validated(checked) if model.has_proba else None
+            predictions, proba = model.predict_both_validated(checked)
             latency_ms = (time.perf_counter() - started) * 1000
         except Exception as exc:  # the challenger's failures are its own: logged, never returned
             log.warning("shadow %s failed: %s", self.shadow.uri, exc)
