@@ -26,26 +26,31 @@ The three servers, started one at a time on a free port of 127.0.0.1, each waite
   orjson list. Its ``/predict`` computes no probabilities; molen's also answers
   ``predict_proba`` (the issue's floor, kept as specified).
 
-All load comes from a separate process, ``benchmarks/serving_load.py`` (molen's python), over
-loopback: ``seq`` mode (``http.client``, one kept-alive connection) or ``load`` mode (asyncio +
-uvloop, a minimal HTTP/1.1 client on C kept-alive connections; it reports its own CPU per
-request so that it is visible it is not the bottleneck). Server CPU time is psutil's
-``cpu_times`` (user + system) of the server process and its children, taken by the load process
-around its timed requests.
+floor, molen and MLflow are up together for benchmarks 1-3 (an idle server costs nothing): the
+sequential requests go to them in alternating blocks (``rounds``, 5; the order rotates each
+round) so that the machine's other load, which moves on a shared machine, falls on all three
+alike; each throughput run loads one server alone. All load comes from a separate process,
+``benchmarks/serving_load.py`` (molen's python), over loopback: ``seq`` mode (``http.client``,
+one kept-alive connection) or ``load`` mode (asyncio + uvloop, a minimal HTTP/1.1 client on C
+kept-alive connections; it reports its own CPU per request so that it is visible it is not the
+bottleneck). Server CPU time is psutil's ``cpu_times`` (user + system) of the server process
+and its children, taken by the load process around its timed requests.
 
 Benchmarks (``--only``) and the issue's targets:
 
-1. ``latency``: 1,000 sequential single-row requests (after 200 untimed): p50 and p99, and the
-   server CPU time per request over those 1,000. CPU <= 1.3x the floor; p50 <= 1.3x the floor
-   and <= 0.5x MLflow.
+1. ``latency``: 1,000 sequential single-row requests (5 blocks of 200, after 200 untimed, then
+   20 per block): p50 and p99, and the server CPU time per request over those 1,000. CPU <=
+   1.3x the floor; p50 <= 1.3x the floor and <= 0.5x MLflow.
 2. ``throughput``: concurrency 32 for 20 s (5 s with ``--quick``) after 1 s of warm-up,
    single-row requests: requests/s >= 2x MLflow (the floor measured too).
-3. ``big``: one request of 1,000 rows, median of 30 (after 3 untimed): <= 1.3x the floor.
+3. ``big``: one request of 1,000 rows, median of 30 (5 blocks of 6, after 3 untimed, then 1
+   per block): <= 1.3x the floor.
 4. ``logging``: throughput as in 2 with the prediction log on (``--log-dir`` in the work
    folder): at most 10% below molen's without it (measured again right before it, so the two
    runs are adjacent); the rows in the log after SIGTERM are reported against the rows answered.
-5. ``workers``: ``--workers 2``, sequential single-row latency as in 1: p50 about that of one
-   worker (<= 1.5x; a stall on kept-alive connections would add ~40 ms).
+5. ``workers``: ``--workers 2``, sequential single-row latency as in 1, alternating with a
+   one-worker server: p50 about that of one worker (<= 1.5x; a stall on kept-alive connections
+   would add ~40 ms).
 6. ``soak``: concurrency 64 for 60 s (15 s with ``--quick``) with the prediction log on (the
    project's ``.molen/log``): no errors; RSS of the server processes flat (the largest sample
    of the last quarter <= 1.1x the largest of the first quarter); after SIGTERM the log holds
@@ -93,6 +98,7 @@ from bench_tracking import (  # noqa: E402
 from bench_tracking import log as _log  # noqa: E402
 from mlflow_tracking_peer import TELEMETRY_OFF  # noqa: E402
 from peers import BENCH_DIR, ensure_mlflow_venv  # noqa: E402
+from serving_load import percentile  # noqa: E402
 
 PEER = HERE / "mlflow_models_peer.py"
 FLOOR = HERE / "serving_floor.py"
@@ -115,10 +121,11 @@ BENCHMARKS = ("latency", "throughput", "big", "logging", "workers", "soak")
 class Plan:
     """How much of each benchmark to run (full or --quick)."""
 
+    rounds: int = 5  # sequential measurements alternate between the servers in this many blocks
     seq_n: int = 1_000
-    seq_warmup: int = 200
+    seq_warmup: int = 200  # before the first block; later blocks 20
     big_n: int = 30
-    big_warmup: int = 3
+    big_warmup: int = 3  # before the first block; later blocks 1
     concurrency: int = 32
     throughput_seconds: float = 20.0
     load_warmup_seconds: float = 1.0
@@ -310,6 +317,7 @@ def running(
 def stop(server: Server) -> None:
     """SIGTERM the server's process group and wait; SIGKILL it if it does not end in time."""
     process = server.process
+    started = time.perf_counter()
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -328,7 +336,8 @@ def stop(server: Server) -> None:
         except ProcessLookupError:
             break
         time.sleep(0.05)
-    server.stats["exit_code"] = process.returncode
+    server.stats["exit_code"] = process.returncode  # uvicorn re-raises SIGTERM once shut down: -15
+    server.stats["stop_seconds"] = time.perf_counter() - started
 
 
 def tail(path: Path, size: int = 2000) -> str:
@@ -436,21 +445,52 @@ def check_predictions(server: Server, expected: list[Any]) -> bool:
     return same
 
 
-def sequential(plan: Plan, server: Server) -> dict[str, Any]:
-    log(f"{server.label}: {plan.seq_n:,} sequential single-row requests (+{plan.seq_warmup} untimed)")
-    found = load_process("seq", server, server.one, "--n", str(plan.seq_n), "--warmup", str(plan.seq_warmup))
-    log(
-        f"{server.label}: p50 {found['p50'] * 1000:.2f} ms, p99 {found['p99'] * 1000:.2f} ms, "
-        f"server CPU {found['server_cpu_per_request'] * 1e6:.0f} us/request"
+def blocks(kind: str, plan: Plan, group: list[Server]) -> dict[str, dict[str, Any]]:
+    """Sequential requests (``kind`` ``seq``: single rows, ``big``: 1,000 rows) to each server of
+    ``group``, in ``plan.rounds`` blocks that alternate between the servers (the order rotating
+    each round), so that a change in the machine's other load falls on all of them alike."""
+    total, warmup, later = (
+        (plan.seq_n, plan.seq_warmup, 20) if kind == "seq" else (plan.big_n, plan.big_warmup, 1)
     )
-    return found
+    what = "single-row" if kind == "seq" else f"{BIG_ROWS:,}-row"
+    names = ", ".join(server.label for server in group)
+    log(f"{names}: {total:,} sequential {what} requests each, in {plan.rounds} alternating blocks")
+    found: dict[str, list[dict[str, Any]]] = {server.label: [] for server in group}
+    for r in range(plan.rounds):
+        n = total // plan.rounds + (1 if r < total % plan.rounds else 0)
+        for server in group[r % len(group) :] + group[: r % len(group)]:
+            body = server.one if kind == "seq" else server.big
+            args = ("--n", str(n), "--warmup", str(warmup if r == 0 else later))
+            found[server.label].append(load_process("seq", server, body, *args))
+    merged = {label: merge(parts) for label, parts in found.items()}
+    for label, m in merged.items():
+        log(
+            f"{label}: p50 {m['p50'] * 1000:.2f} ms, p99 {m['p99'] * 1000:.2f} ms, "
+            f"median {median(m['latencies']) * 1000:.2f} ms, "
+            f"server CPU {m['server_cpu_per_request'] * 1e6:.0f} us/request"
+        )
+    return merged
 
 
-def big(plan: Plan, server: Server) -> dict[str, Any]:
-    log(f"{server.label}: {plan.big_n} sequential {BIG_ROWS:,}-row requests (+{plan.big_warmup} untimed)")
-    found = load_process("seq", server, server.big, "--n", str(plan.big_n), "--warmup", str(plan.big_warmup))
-    log(f"{server.label}: {BIG_ROWS:,} rows median {median(found['latencies']) * 1000:.1f} ms")
-    return found
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure from the blocks of one server: all latencies, CPU over all timed requests."""
+    latencies = [x for part in parts for x in part["latencies"]]
+    n = sum(part["n"] for part in parts)
+    cpu = sum(part["server_cpu"] for part in parts)
+    return {
+        "n": n,
+        "errors": sum(part["errors"] for part in parts),
+        "latencies": latencies,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "server_cpu": cpu,
+        "server_cpu_per_request": cpu / n,
+        "client_cpu_per_request": sum(p["client_cpu_per_request"] * p["n"] for p in parts) / n,
+        "blocks": [
+            {k: v for k, v in part.items() if k not in ("latencies", "mode")} | {"p50_block": part["p50"]}
+            for part in parts
+        ],
+    }
 
 
 def throughput(plan: Plan, server: Server, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -476,15 +516,30 @@ def throughput(plan: Plan, server: Server, concurrency: int, seconds: float) -> 
 # -- the benchmark sessions -------------------------------------------------------------------------
 
 
-def session(plan: Plan, server: Server, setup: Setup, *, seq: bool, bigs: bool, load: bool) -> dict[str, Any]:
-    found: dict[str, Any] = {"started_seconds": server.started_seconds}
-    found["same_predictions"] = check_predictions(server, setup.expected_big)
-    if seq:
-        found["seq"] = sequential(plan, server)
-    if bigs:
-        found["big"] = big(plan, server)
-    if load:
-        found["load"] = throughput(plan, server, plan.concurrency, plan.throughput_seconds)
+def compare(plan: Plan, group: list[Server], setup: Setup, *, seq: bool, bigs: bool) -> dict[str, Any]:
+    """The sequential measurements of ``group``, each server's predictions checked first."""
+    found: dict[str, Any] = {
+        server.label: {
+            "started_seconds": server.started_seconds,
+            "same_predictions": check_predictions(server, setup.expected_big),
+        }
+        for server in group
+    }
+    for kind, wanted in (("seq", seq), ("big", bigs)):
+        if wanted:
+            for label, merged in blocks(kind, plan, group).items():
+                found[label][kind] = merged
+    return found
+
+
+def log_gauges(server: Server) -> dict[str, float]:
+    """molen's /metrics: the prediction log's rows written and dropped so far."""
+    status, body = http_call(server.port, "GET", "/metrics")
+    found = {}
+    for line in body.decode().splitlines():
+        name, _, value = line.partition(" ")
+        if status == 200 and name in ("molen_log_rows_written", "molen_log_rows_dropped"):
+            found[name.removeprefix("molen_log_rows_")] = float(value)
     return found
 
 
@@ -499,38 +554,50 @@ def run_all(plan: Plan, setup: Setup, servers: Servers, only: set[str], raw: dic
     bigs = "big" in only
     load = "throughput" in only
     if seq or bigs or load:
-        for label, start in (("floor", servers.floor), ("molen", lambda: servers.molen("molen", "--no-log"))):
-            with start() as server:
-                raw[label] = session(plan, server, setup, seq=seq, bigs=bigs, load=load)
-        with servers.mlflow() as server:
-            raw["mlflow"] = session(plan, server, setup, seq=seq, bigs=bigs, load=load)
+        # All three up at once (an idle server costs nothing): the sequential blocks alternate.
+        with contextlib.ExitStack() as stack:
+            group = [
+                stack.enter_context(servers.floor()),
+                stack.enter_context(servers.molen("molen", "--no-log")),
+                stack.enter_context(servers.mlflow()),
+            ]
+            found = compare(plan, group, setup, seq=seq, bigs=bigs)
+            if load:
+                for server in group:
+                    found[server.label]["load"] = throughput(
+                        plan, server, plan.concurrency, plan.throughput_seconds
+                    )
+        raw.update({label.lower(): value for label, value in found.items()})
     if "logging" in only:
         with servers.molen("molen no-log", "--no-log") as server:
             reference = throughput(plan, server, plan.concurrency, plan.throughput_seconds)
         root = setup.work / "log-throughput"
         with servers.molen("molen log", "--log-dir", str(root)) as server:
-            found = session(plan, server, setup, seq=True, bigs=False, load=True)
+            found = compare(plan, [server], setup, seq=True, bigs=False)[server.label]
+            found["load"] = throughput(plan, server, plan.concurrency, plan.throughput_seconds)
+            found["gauges_before_stop"] = log_gauges(server)
         answered = server.stats["answered_rows"]
-        found.update(reference=reference, log_rows=log_rows(root), answered_rows=answered)
+        found.update(server.stats, reference=reference, log_rows=log_rows(root))
         log(f"molen log: {found['log_rows']:,} rows in the log, {answered:,} answered")
         raw["logging"] = found
     if "workers" in only:
-        with servers.molen("molen 1 worker", "--no-log") as server:
-            one = sequential(plan, server)
-        with servers.molen("molen 2 workers", "--no-log", "--workers", "2") as server:
-            two = session(plan, server, setup, seq=True, bigs=False, load=False)
-        raw["workers"] = {"one": one, "two": two}
+        with (
+            servers.molen("molen 1 worker", "--no-log") as one,
+            servers.molen("molen 2 workers", "--no-log", "--workers", "2") as two,
+        ):
+            found = compare(plan, [one, two], setup, seq=True, bigs=False)
+        raw["workers"] = {"one": found[one.label], "two": found[two.label]}
     if "soak" in only:
         with servers.molen("molen soak") as server:
             found = {"same_predictions": check_predictions(server, setup.expected_big)}
             found["load"] = throughput(plan, server, plan.soak_concurrency, plan.soak_seconds)
+            found["gauges_before_stop"] = log_gauges(server)
         answered = server.stats["answered_rows"]
-        found.update(
-            log_rows=log_rows(setup.project / ".molen" / "log"),
-            answered_rows=answered,
-            exit_code=server.stats["exit_code"],
+        found.update(server.stats, log_rows=log_rows(setup.project / ".molen" / "log"))
+        log(
+            f"soak: {found['log_rows']:,} rows in the log, {answered:,} answered; before SIGTERM the "
+            f"log had written {found['gauges_before_stop']}; stop took {found['stop_seconds']:.1f} s"
         )
-        log(f"soak: {found['log_rows']:,} rows in the log, {answered:,} answered")
         raw["soak"] = found
 
 
@@ -568,6 +635,13 @@ def rate(value: float | None) -> str:
 
 def mb(value: float) -> str:
     return f"{value / 2**20:,.0f} MB"
+
+
+def written(found: dict[str, Any]) -> str:
+    gauges = found.get("gauges_before_stop") or {}
+    if not gauges:
+        return "no log gauges"
+    return f"{gauges.get('written', 0):,.0f} rows written, {gauges.get('dropped', 0):,.0f} dropped"
 
 
 def build_rows(plan: Plan, raw: dict[str, Any]) -> list[Row]:
@@ -694,12 +768,13 @@ def build_rows(plan: Plan, raw: dict[str, Any]) -> list[Row]:
                 f"sequential with the log: p50 {ms(found['seq']['p50'])}, CPU "
                 f"{us(found['seq']['server_cpu_per_request'])}/request; log rows "
                 f"{found['log_rows']:,} for {found['answered_rows']:,} answered"
-                + ("" if same else " (MISMATCH)"),
+                + ("" if same else " (MISMATCH)")
+                + f"; /metrics right before SIGTERM: {written(found)}",
                 {"on": on, "off": off, "change": change},
             )
         )
     if "workers" in raw:
-        one, two = raw["workers"]["one"], raw["workers"]["two"]["seq"]
+        one, two = raw["workers"]["one"]["seq"], raw["workers"]["two"]["seq"]
         r = two["p50"] / one["p50"]
         rows.append(
             Row(
@@ -761,7 +836,9 @@ def build_rows(plan: Plan, raw: dict[str, Any]) -> list[Row]:
                 "-",
                 "equal",
                 same,
-                f"read_log after SIGTERM (exit code {found['exit_code']})",
+                f"read_log after SIGTERM (exit code {found['exit_code']}, "
+                f"{found['stop_seconds']:.1f} s to exit); "
+                f"/metrics right before SIGTERM: {written(found)}",
                 {"log_rows": found["log_rows"], "answered_rows": found["answered_rows"]},
             )
         )
