@@ -333,17 +333,26 @@ def test_a_failing_log_sink_drops_rows_but_never_a_request(tmp_path: Path) -> No
 
 
 def test_a_full_buffer_drops_instead_of_blocking(tmp_path: Path) -> None:
-    class Slow:
-        def to_arrow(self) -> Any:
-            time.sleep(0.5)
-            raise RuntimeError("never mind")
+    import threading
 
-    log = PredictionLog(str(tmp_path), flush_interval=0.01, capacity=2)
+    stuck = threading.Event()
+    release = threading.Event()
+
+    class StuckSink(PredictionLog):
+        def _write_files(self, kind: str, model: str, batches: list[Any]) -> None:
+            stuck.set()
+            release.wait(30)
+
+    log = StuckSink(str(tmp_path), flush_interval=0.01, capacity=2)
+    row = [{"request_id": "a", "timestamp": pd.Timestamp.now(tz="UTC"), "truth": "1"}]
+    log.append("feedback", "m", row, 1)
+    assert stuck.wait(10)  # the writer is now stuck in the sink
     started = time.perf_counter()
     for _ in range(50):
-        log.append("predictions", "m", Slow(), 1)
-    assert time.perf_counter() - started < 0.2
-    assert log.dropped >= 40
+        log.append("feedback", "m", row, 1)
+    assert time.perf_counter() - started < 5  # blocking would take the sink's 30 s
+    assert log.dropped == 48  # two fit the queue; the rest are counted, not waited for
+    release.set()
     log.close(timeout=5)
 
 
@@ -515,3 +524,66 @@ def test_one_model_call_answers_labels_and_probabilities(project: Path) -> None:
     labels, probabilities = model.predict_both_validated(checked)
     assert labels.tolist() == model.model.predict(frame).tolist()
     np.testing.assert_allclose(probabilities, model.model.predict_proba(frame))
+
+
+def test_many_batches_become_one_table_column_by_column(project: Path) -> None:
+    from molen.serving.predlog import PredictionBatch, batches_to_arrow
+
+    matrix = np.array([[1.0, 2.0], [3.0, 4.0]])
+    frame = pd.DataFrame({"a": [5.0], "b": [6.0]})
+    batches = [
+        PredictionBatch(
+            ["a", "b"],
+            matrix,
+            ["r1", "r2"],
+            "1",
+            "champion",
+            1.5,
+            np.array([0, 1]),
+            np.array([[0.9, 0.1], [0.2, 0.8]]),
+        ),
+        PredictionBatch(["a", "b"], frame, ["r3"], "2", "canary", 2.5, np.array([1]), np.array([[0.4, 0.6]])),
+    ]
+    table = batches_to_arrow(batches).to_pylist()
+    assert [row["request_id"] for row in table] == ["r1", "r2", "r3"]
+    assert [row["inputs"] for row in table] == [
+        {"a": 1.0, "b": 2.0},
+        {"a": 3.0, "b": 4.0},
+        {"a": 5.0, "b": 6.0},
+    ]
+    assert [row["version"] for row in table] == ["1", "1", "2"] and [row["role"] for row in table][
+        -1
+    ] == "canary"
+    assert [row["probability"] for row in table] == [0.9, 0.8, 0.6]
+    assert table[2]["probabilities"] == [0.4, 0.6] and table[1]["latency_ms"] == 1.5
+
+
+def test_numeric_models_take_a_checked_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    root = tmp_path / "numbers"
+    init_project(root, experiment="serve")
+    monkeypatch.chdir(root)
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(rng.normal(size=(200, 4)), columns=["a", "b", "c", "d"]).assign(
+        n=rng.integers(0, 9, 200)
+    )
+    target = (train["a"] > 0).astype(int)
+    with molen.start_run() as run:
+        run.log_model(LogisticRegression().fit(train, target), "numbers", reference=train)
+    model = molen.load_model("numbers/1")
+    rows = train.head(5).to_dict("records")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X does not have valid feature names" reaches anyone
+        given, inputs = model.prepare(rows)
+        assert isinstance(given, np.ndarray) and given.shape == (5, 5) and inputs is given
+        labels, _ = model.predict_both_prepared(given)
+    assert labels.tolist() == model.model.predict(train.head(5)).tolist()
+    for bad, message in [
+        ({**rows[0], "a": "x"}, "expected a number"),
+        ({**rows[0], "n": 2.5}, "expected whole numbers"),
+        ({k: v for k, v in rows[0].items() if k != "c"}, "missing column 'c'"),
+        ({**rows[0], "b": None}, "missing value"),
+    ]:
+        with pytest.raises(molen.MolenError, match=message):
+            model.prepare([bad])

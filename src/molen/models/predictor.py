@@ -56,6 +56,7 @@ class Predictor:
         self._predict_proba = proba
         self._takes_array = manifest.get("takes") == "array"
         self._labels: Any = None
+        self._takes_matrix: bool | None = None
         self._argmax = bool(manifest.get("predict_is_argmax")) and proba is not None and bool(self.classes)
 
     def __repr__(self) -> str:
@@ -111,13 +112,59 @@ class Predictor:
         """Predictions for a frame :meth:`validate` returned (no second check)."""
         return self._predict(frame.to_numpy() if self._takes_array else frame)
 
+    def prepare(self, data: Any) -> tuple[Any, Any]:
+        """(what the model is given, the checked input columns) for ``data``: a float matrix
+        straight from the rows when every input is numeric and the model takes one, else the
+        checked frame; raises :class:`~molen.errors.InputSchemaError` like :meth:`validate`."""
+        matrix = (
+            self.signature.numeric_matrix(data, extra=self.extra_columns) if self.signature.numeric else None
+        )
+        if matrix is not None:
+            if self._takes_matrix is None:
+                self._takes_matrix = self._try_matrix(matrix)
+            if self._takes_matrix:
+                return matrix, matrix
+            import pandas as pd
+
+            return pd.DataFrame(matrix, columns=self.signature.names), matrix
+        frame = self.validate(data)
+        return (frame.to_numpy() if self._takes_array else frame), frame
+
+    def _try_matrix(self, matrix: Any) -> bool:
+        """Whether the model answers a bare matrix as it answers the frame (tried once, on the
+        first numeric request): it skips the frame checks scikit-learn repeats on every call."""
+        import warnings
+
+        import numpy as np
+        import pandas as pd
+
+        if self._takes_array:
+            return True
+        frame = pd.DataFrame(matrix, columns=self.signature.names)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                same = np.array_equal(np.asarray(self._predict(matrix)), np.asarray(self._predict(frame)))
+        except Exception:  # needs column names (a ColumnTransformer, say): keep giving frames
+            return False
+        if same:  # scikit-learn warns on every call that a matrix has no column names: it may
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        return bool(same)
+
+    def predict_prepared(self, given: Any) -> Any:
+        """Predictions for what :meth:`prepare` returned."""
+        return self._predict(given)
+
     def predict_both_validated(self, frame: Any) -> tuple[Any, Any | None]:
-        """(predictions, probabilities or None) for a validated frame, with one model call when
-        the model's labels are its most probable classes (checked on the reference sample when
-        it was logged), else two."""
+        """(predictions, probabilities or None) for a validated frame."""
+        return self.predict_both_prepared(frame.to_numpy() if self._takes_array else frame)
+
+    def predict_both_prepared(self, given: Any) -> tuple[Any, Any | None]:
+        """(predictions, probabilities or None) for what :meth:`prepare` returned, with one
+        model call when the model's labels are its most probable classes (checked on the
+        reference sample when it was logged), else two."""
         if self._predict_proba is None:
-            return self.predict_validated(frame), None
-        given = frame.to_numpy() if self._takes_array else frame
+            return self._predict(given), None
         probabilities = self._predict_proba(given)
         if self._argmax:
             import numpy as np

@@ -67,6 +67,10 @@ class Signature:
         self._allowed = {
             spec.name: frozenset(spec.categories) for spec in self.inputs if spec.categories is not None
         }
+        #: Every input is a number: rows can be checked as one float matrix (see numeric_matrix).
+        self.numeric = all(spec.type in {"integer", "float"} for spec in self.inputs)
+        self._integers = [index for index, spec in enumerate(self.inputs) if spec.type == "integer"]
+        self._non_nullable = [index for index, spec in enumerate(self.inputs) if not spec.nullable]
 
     def __repr__(self) -> str:
         columns = ", ".join(f"{spec.name}: {spec.type}" for spec in self.inputs)
@@ -146,6 +150,44 @@ class Signature:
         if replaced:
             frame = frame.assign(**replaced)
         return frame
+
+    def numeric_matrix(self, data: Any, *, extra: str = "ignore") -> Any:
+        """The rows of ``data`` (row dicts or a dict of columns) as a checked float64 matrix in
+        signature order, when every input is a number and every value fits; else None, and
+        :meth:`prepare` gives the precise error (or handles what this fast path does not)."""
+        if not self.numeric:
+            return None
+        import numpy as np
+
+        try:
+            if isinstance(data, list):
+                if extra == "refuse" and any(len(row) != len(self.names) for row in data):
+                    return None
+                if len(self.names) == 1:
+                    name = self.names[0]
+                    matrix = np.array([[row[name]] for row in data], dtype=np.float64)
+                else:
+                    from operator import itemgetter
+
+                    matrix = np.array(list(map(itemgetter(*self.names), data)), dtype=np.float64)
+            elif isinstance(data, dict):
+                if extra == "refuse" and len(data) != len(self.names):
+                    return None
+                matrix = np.column_stack([np.asarray(data[name], dtype=np.float64) for name in self.names])
+            else:
+                return None
+        except (KeyError, TypeError, ValueError):
+            return None
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.names) or not matrix.shape[0]:
+            return None
+        if self._non_nullable and np.isnan(matrix[:, self._non_nullable]).any():
+            return None
+        if self._integers:
+            whole = matrix[:, self._integers]
+            finite = whole[~np.isnan(whole)]
+            if not np.array_equal(finite, np.floor(finite)):
+                return None
+        return matrix
 
     def _select(self, frame: Any, extra: str) -> Any:
         present = set(frame.columns)

@@ -138,6 +138,8 @@ def _score(model: Predictor, chunk: Any, offset: int, prediction_log: Prediction
 
         prefix = uuid.uuid4().hex
         ids = [f"{prefix}-{index}" for index in range(len(chunk))]
-        batch = PredictionBatch(frame, ids, str(model.version), "batch", 0.0, predictions, probabilities)
+        batch = PredictionBatch(
+            model.signature.names, frame, ids, str(model.version), "batch", 0.0, predictions, probabilities
+        )
         prediction_log.append("predictions", model.name or "model", batch, len(ids))
     return _output_table(chunk, predictions, probabilities, model.classes)

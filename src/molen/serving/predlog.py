@@ -32,7 +32,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["PredictionBatch", "PredictionLog", "read_log", "utc_now"]
+__all__ = ["PredictionBatch", "PredictionLog", "batches_to_arrow", "read_log", "utc_now"]
 
 log = logging.getLogger("molen.serving")
 
@@ -45,14 +45,26 @@ def utc_now() -> datetime:
 
 
 class PredictionBatch:
-    """Answered rows for the log: kept as the request left them, turned into Arrow by the
-    writer thread (so logging costs a request almost nothing)."""
+    """Answered rows for the log, kept as the request left them (the checked input as a float
+    matrix or a frame, the predictions as arrays); the writer thread turns many batches into
+    one Arrow table, column by column, so logging costs a request almost nothing."""
 
-    __slots__ = ("frame", "ids", "latency_ms", "predictions", "probabilities", "role", "timestamp", "version")
+    __slots__ = (
+        "ids",
+        "inputs",
+        "latency_ms",
+        "names",
+        "predictions",
+        "probabilities",
+        "role",
+        "timestamp",
+        "version",
+    )
 
     def __init__(
         self,
-        frame: Any,
+        names: list[str],
+        inputs: Any,
         ids: list[str],
         version: str,
         role: str,
@@ -60,7 +72,8 @@ class PredictionBatch:
         predictions: Any,
         probabilities: Any | None,
     ) -> None:
-        self.frame = frame
+        self.names = names
+        self.inputs = inputs
         self.ids = ids
         self.version = version
         self.role = role
@@ -69,26 +82,49 @@ class PredictionBatch:
         self.probabilities = probabilities
         self.timestamp = utc_now()
 
-    def to_arrow(self) -> Any:
-        import pyarrow as pa
+    def column(self, index: int) -> Any:
+        """Input column ``index`` as a NumPy array."""
+        if hasattr(self.inputs, "iloc"):
+            return self.inputs.iloc[:, index].to_numpy()
+        return self.inputs[:, index]
 
-        rows = len(self.ids)
-        inputs = pa.Table.from_pandas(self.frame, preserve_index=False)
-        columns: dict[str, Any] = {
-            "request_id": pa.array(self.ids, pa.string()),
-            "timestamp": pa.array([self.timestamp] * rows, pa.timestamp("us", tz="UTC")),
-            "version": pa.array([self.version] * rows, pa.string()),
-            "role": pa.array([self.role] * rows, pa.string()),
-            "latency_ms": pa.array([self.latency_ms] * rows, pa.float64()),
-            "inputs": pa.StructArray.from_arrays(
-                [column.combine_chunks() for column in inputs.columns], names=inputs.column_names
-            ),
-            "prediction": pa.array(self.predictions.tolist()),
-        }
-        if self.probabilities is not None:
-            columns["probability"] = pa.array(self.probabilities.max(axis=1), pa.float64())
-            columns["probabilities"] = pa.array(self.probabilities.tolist(), pa.list_(pa.float64()))
-        return pa.table(columns)
+
+def batches_to_arrow(batches: list[PredictionBatch]) -> Any:
+    """One table of many batches with the same input columns: each column concatenated once."""
+    import numpy as np
+    import pyarrow as pa
+
+    sizes = np.array([len(batch.ids) for batch in batches])
+    names = batches[0].names
+    inputs = []
+    for index in range(len(names)):
+        values = np.concatenate([batch.column(index) for batch in batches])
+        inputs.append(pa.array(values, from_pandas=True))
+    stamps = np.array([int(batch.timestamp.timestamp() * 1_000_000) for batch in batches], dtype=np.int64)
+    ids: list[str] = []
+    for batch in batches:
+        ids.extend(batch.ids)
+    columns: dict[str, Any] = {
+        "request_id": pa.array(ids, pa.string()),
+        "timestamp": pa.array(np.repeat(stamps, sizes)).cast(pa.timestamp("us", tz="UTC")),
+        "version": pa.array(
+            np.repeat(np.array([b.version for b in batches], dtype=object), sizes), pa.string()
+        ),
+        "role": pa.array(np.repeat(np.array([b.role for b in batches], dtype=object), sizes), pa.string()),
+        "latency_ms": pa.array(np.repeat(np.array([b.latency_ms for b in batches]), sizes), pa.float64()),
+        "inputs": pa.StructArray.from_arrays(inputs, names=names),
+        "prediction": pa.array(
+            np.concatenate([np.asarray(b.predictions) for b in batches]), from_pandas=True
+        ),
+    }
+    given = [batch.probabilities for batch in batches if batch.probabilities is not None]
+    if len(given) == len(batches):
+        probabilities = np.vstack(given).astype(np.float64)
+        columns["probability"] = pa.array(probabilities.max(axis=1))
+        columns["probabilities"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(probabilities.ravel()), probabilities.shape[1]
+        ).cast(pa.list_(pa.float64()))
+    return pa.table(columns)
 
 
 class PredictionLog:
@@ -119,8 +155,8 @@ class PredictionLog:
 
     def append(self, kind: str, model: str, batch: Any, rows: int) -> None:
         """Queue ``batch`` (``rows`` rows of ``kind``, ``predictions`` or ``feedback``, for
-        ``model``): a list of row dicts, or anything with ``to_arrow()``, turned into Arrow by
-        the writer thread, not by the request that logs it."""
+        ``model``): a list of row dicts, or a :class:`PredictionBatch`, turned into Arrow by the
+        writer thread, not by the request that logs it."""
         if self._closed:
             self._drop(rows, "the log is closed")
             return
@@ -179,7 +215,14 @@ class PredictionLog:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        tables = [pa.Table.from_pylist(b) if isinstance(b, list) else b.to_arrow() for b in batches]
+        tables = []
+        groups: dict[tuple[str, ...], list[PredictionBatch]] = {}
+        for batch in batches:
+            if isinstance(batch, list):
+                tables.append(pa.Table.from_pylist(batch))
+            else:  # one table per set of input columns (a new version may take other columns)
+                groups.setdefault(tuple(batch.names), []).append(batch)
+        tables += [batches_to_arrow(group) for group in groups.values()]
         whole = pa.concat_tables(tables, promote_options="permissive")
         dates = pc.strftime(whole.column("timestamp"), format="%Y-%m-%d")
         for date in pc.unique(dates).to_pylist():

@@ -189,11 +189,11 @@ class ModelServer:
         started = time.perf_counter()
         served, role = self._pick(key)
         model = served.current  # one reference for the whole request: an alias move cannot split it
-        frame = model.validate(data)
+        given, inputs = model.prepare(data)
         if probabilities:
-            predictions, proba = model.predict_both_validated(frame)
+            predictions, proba = model.predict_both_prepared(given)
         else:
-            predictions, proba = model.predict_validated(frame), None
+            predictions, proba = model.predict_prepared(given), None
         latency_ms = (time.perf_counter() - started) * 1000
         request_id = request_id or uuid.uuid4().hex
         rows = len(predictions)
@@ -204,7 +204,9 @@ class ModelServer:
             self.log.append(
                 "predictions",
                 served.name,
-                PredictionBatch(frame, ids, version, role, latency_ms, predictions, proba),
+                PredictionBatch(
+                    model.signature.names, inputs, ids, version, role, latency_ms, predictions, proba
+                ),
                 rows,
             )
         self.metrics.predicted(version, role, predictions, model.task == "classification")
@@ -216,23 +218,25 @@ class ModelServer:
             if behind:  # the challenger cannot keep up: skip it rather than queue without end
                 self.metrics.shadow_skipped.inc(rows)
             else:
-                self._shadow_pool.submit(self._shadow_answer, frame, ids)
+                self._shadow_pool.submit(self._shadow_answer, inputs, ids)
         return Answer(served.name, version, role, request_id, ids, predictions, proba, model.classes)
 
-    def _shadow_answer(self, frame: Any, ids: list[str]) -> None:
+    def _shadow_answer(self, inputs: Any, ids: list[str]) -> None:
         try:
-            self._shadow_work(frame, ids)
+            self._shadow_work(inputs, ids)
         finally:
             with self._lock:
                 self._shadow_backlog -= 1
 
-    def _shadow_work(self, frame: Any, ids: list[str]) -> None:
+    def _shadow_work(self, inputs: Any, ids: list[str]) -> None:
         assert self.shadow is not None
         model = self.shadow.current
+        champion = self.champion.current.signature.names
         try:
             started = time.perf_counter()
-            checked = model.validate(frame)
-            predictions, proba = model.predict_both_validated(checked)
+            data = inputs if hasattr(inputs, "iloc") else dict(zip(champion, inputs.T, strict=True))
+            given, checked = model.prepare(data)
+            predictions, proba = model.predict_both_prepared(given)
             latency_ms = (time.perf_counter() - started) * 1000
         except Exception as exc:  # the challenger's failures are its own: logged, never returned
             log.warning("shadow %s failed: %s", self.shadow.uri, exc)
@@ -242,7 +246,9 @@ class ModelServer:
             self.log.append(
                 "predictions",
                 self.shadow.name,
-                PredictionBatch(checked, ids, version, "shadow", latency_ms, predictions, proba),
+                PredictionBatch(
+                    model.signature.names, checked, ids, version, "shadow", latency_ms, predictions, proba
+                ),
                 len(ids),
             )
         self.metrics.predicted(version, "shadow", predictions, model.task == "classification")
