@@ -14,29 +14,27 @@ one glob (the ``model`` and ``date`` columns come from the folder names). A pred
 and ``truth``.
 
 Batches are handed to :meth:`PredictionLog.append`, which never blocks and never raises: a
-bounded queue takes them, and one background thread turns them into Arrow and writes a file per
-partition every ``flush_interval`` seconds (or ``max_rows`` rows). When the queue is full or a
-write fails, the rows are counted in :attr:`PredictionLog.dropped` (``/metrics`` reports it)
-and a warning is logged, and serving goes on. Each file is written under a temporary name and
-renamed whole.
+buffer bounded in rows takes them, and one background thread, woken every ``flush_interval``
+seconds (or when ``max_rows`` rows wait), turns them into one Arrow table per model and writes a
+file per partition. When the buffer is full or a write fails, the rows are counted in
+:attr:`PredictionLog.dropped` (``/metrics`` reports it) and a warning is logged, and serving goes
+on. Each file is written under a temporary name and renamed whole.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
 __all__ = ["PredictionBatch", "PredictionLog", "batches_to_arrow", "read_log", "utc_now"]
 
 log = logging.getLogger("molen.serving")
-
-_STOP = object()
 
 
 def utc_now() -> datetime:
@@ -136,18 +134,23 @@ class PredictionLog:
         *,
         flush_interval: float = 2.0,
         max_rows: int = 50_000,
-        capacity: int = 10_000,
+        capacity: int = 500_000,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.root = root.rstrip("/")
         self.flush_interval = flush_interval
         self.max_rows = max_rows
+        self.capacity = capacity
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
+        self._pending: deque[tuple[str, str, Any, int]] = deque()
+        self._queued = 0  # rows appended and not yet taken by the writer
         self._storage_options = storage_options or {}
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flushes: list[threading.Event] = []
         self._closed = False
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="molen-prediction-log", daemon=True)
         self._thread.start()
 
@@ -156,14 +159,22 @@ class PredictionLog:
     def append(self, kind: str, model: str, batch: Any, rows: int) -> None:
         """Queue ``batch`` (``rows`` rows of ``kind``, ``predictions`` or ``feedback``, for
         ``model``): a list of row dicts, or a :class:`PredictionBatch`, turned into Arrow by the
-        writer thread, not by the request that logs it."""
+        writer thread, not by the request that logs it. The writer is not woken per batch (a
+        thread switch per request cost more than the logging): it wakes every
+        ``flush_interval`` seconds, or when ``max_rows`` rows wait."""
         if self._closed:
             self._drop(rows, "the log is closed")
             return
-        try:
-            self._queue.put_nowait((kind, model, batch, rows))
-        except queue.Full:
+        with self._lock:
+            full = self._queued + rows > self.capacity
+            if not full:
+                self._queued += rows
+                self._pending.append((kind, model, batch, rows))
+                wake = self._queued >= self.max_rows
+        if full:
             self._drop(rows, "the log's buffer is full (the sink is slower than the traffic)")
+        elif wake:
+            self._wake.set()
 
     def _drop(self, count: int, why: str) -> None:
         with self._lock:
@@ -172,32 +183,28 @@ class PredictionLog:
 
     # -- the writer thread -------------------------------------------------------------------------
 
+    def _take(self) -> dict[tuple[str, str], list[tuple[Any, int]]]:
+        taken: dict[tuple[str, str], list[tuple[Any, int]]] = {}
+        with self._lock:
+            items = list(self._pending)
+            self._pending.clear()
+            self._queued = 0
+        for kind, model, batch, rows in items:
+            taken.setdefault((kind, model), []).append((batch, rows))
+        return taken
+
     def _run(self) -> None:
-        pending: dict[tuple[str, str], list[tuple[Any, int]]] = {}
-        count = 0
-        deadline = time.monotonic() + self.flush_interval
         while True:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                item = None
-            if item is _STOP:
-                self._write(pending)
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            with self._lock:
+                flushes, self._flushes = self._flushes, []
+                stopping = self._stopping
+            self._write(self._take())
+            for done in flushes:
+                done.set()
+            if stopping:
                 return
-            if isinstance(item, threading.Event):  # a flush request
-                self._write(pending)
-                pending, count = {}, 0
-                deadline = time.monotonic() + self.flush_interval
-                item.set()
-                continue
-            if item is not None:
-                kind, model, batch, rows = item
-                pending.setdefault((kind, model), []).append((batch, rows))
-                count += rows
-            if count >= self.max_rows or time.monotonic() >= deadline:
-                self._write(pending)
-                pending, count = {}, 0
-                deadline = time.monotonic() + self.flush_interval
 
     def _write(self, pending: dict[tuple[str, str], list[tuple[Any, int]]]) -> None:
         for (kind, model), batches in pending.items():
@@ -251,25 +258,26 @@ class PredictionLog:
     # -- control -------------------------------------------------------------------------------------
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Write everything queued so far; True when done within ``timeout`` seconds."""
+        """Write everything appended so far; True when done within ``timeout`` seconds."""
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
+        with self._lock:
+            self._flushes.append(done)
+        self._wake.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued and stop the writer (the server's shutdown calls this)."""
+        """Write what is pending and stop the writer (the server's shutdown calls this)."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            log.warning("prediction log: could not stop the writer within %.0f s", timeout)
-            return
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("prediction log: the writer did not finish within %.0f s", timeout)
+            return
+        self._write(self._take())  # anything appended while the writer finished
 
 
 def read_log(root: str, kind: str = "predictions", model: str | None = None) -> Any:
