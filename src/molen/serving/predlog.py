@@ -78,7 +78,7 @@ class PredictionBatch:
         self.latency_ms = latency_ms
         self.predictions = predictions
         self.probabilities = probabilities
-        self.timestamp = utc_now()
+        self.timestamp = time.time_ns() // 1000  # microseconds since the epoch, UTC
 
     def column(self, index: int) -> Any:
         """Input column ``index`` as a NumPy array."""
@@ -94,11 +94,15 @@ def batches_to_arrow(batches: list[PredictionBatch]) -> Any:
 
     sizes = np.array([len(batch.ids) for batch in batches])
     names = batches[0].names
-    inputs = []
-    for index in range(len(names)):
-        values = np.concatenate([batch.column(index) for batch in batches])
-        inputs.append(pa.array(values, from_pandas=True))
-    stamps = np.array([int(batch.timestamp.timestamp() * 1_000_000) for batch in batches], dtype=np.int64)
+    if all(isinstance(batch.inputs, np.ndarray) for batch in batches):  # numeric rows: one stack
+        stacked = np.vstack([batch.inputs for batch in batches])
+        inputs = [pa.array(stacked[:, index]) for index in range(len(names))]
+    else:
+        inputs = [
+            pa.array(np.concatenate([batch.column(index) for batch in batches]), from_pandas=True)
+            for index in range(len(names))
+        ]
+    stamps = np.array([batch.timestamp for batch in batches], dtype=np.int64)
     ids: list[str] = []
     for batch in batches:
         ids.extend(batch.ids)
