@@ -9,6 +9,7 @@ Errors keep each protocol's shape: molen's ``{"error", "column"}``, MLflow's
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import threading
@@ -151,6 +152,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Everything loaded so far (libraries, the model) lives as long as the server: keep it out
+        # of the garbage collector's full passes, which rows waiting for the log would otherwise
+        # trigger again and again, each walking every object pandas and scikit-learn made.
+        gc.collect()
+        gc.freeze()
         watcher = threading.Thread(target=follow, name="molen-follow-registry", daemon=True)
         if poll_interval > 0:
             watcher.start()
