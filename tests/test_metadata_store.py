@@ -1244,3 +1244,21 @@ def test_search_runs_on_sqlite_needs_no_sqlalchemy(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from molen.stores.metadata.sql import SqlMetadataStore; "
+        "SqlMetadataStore(sys.argv[1]).get_or_create_experiment('x')"
+    )
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
+        children = [
+            subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        for child in children:
+            assert child.wait(timeout=120) == 0, child.stderr.read() if child.stderr else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,21 +27,36 @@ def signature(stat: os.stat_result) -> Signature:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
+def _setup(connection: sqlite3.Connection, *statements: str, patience: float = 30.0) -> None:
+    """Run the setup ``statements``, waiting out other processes setting up the same file:
+    switching a new database to WAL answers "database is locked" at once, without SQLite's busy
+    timeout, when two processes do it together."""
+    deadline = time.monotonic() + patience
+    for statement in statements:
+        while True:
+            try:
+                connection.execute(statement)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+
 class StateCache:
     """Remembered hashes of workspace files; safe to share between threads."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=OFF")  # a cache: losing it only costs rehashing
-        self._connection.execute(
+        _setup(
+            self._connection,
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=OFF",  # a cache: losing it only costs rehashing
             "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, inode INTEGER, size INTEGER, "
-            "mtime_ns INTEGER, digest TEXT)"
-        )
-        self._connection.execute(
+            "mtime_ns INTEGER, digest TEXT)",
             "CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY, listing TEXT, kind TEXT, "
-            "digest TEXT, size INTEGER, files INTEGER)"
+            "digest TEXT, size INTEGER, files INTEGER)",
         )
         self._lock = threading.Lock()
 
