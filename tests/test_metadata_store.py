@@ -1251,14 +1251,18 @@ def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path: P
     import sys
 
     script = (
-        "import sys; from molen.stores.metadata.sql import SqlMetadataStore; "
+        "import os, sys, time; from molen.stores.metadata.sql import SqlMetadataStore\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"  # all start together
         "SqlMetadataStore(sys.argv[1]).get_or_create_experiment('x')"
     )
-    for attempt in range(4):
+    for attempt in range(2):
         url = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
+        go = tmp_path / f"go-{attempt}"
         children = [
-            subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
-            for _ in range(4)
+            subprocess.Popen([sys.executable, "-c", script, url, str(go)], stderr=subprocess.PIPE, text=True)
+            for _ in range(6)
         ]
+        time.sleep(1.5)  # every child has imported molen and waits
+        go.touch()
         for child in children:
             assert child.wait(timeout=120) == 0, child.stderr.read() if child.stderr else ""
