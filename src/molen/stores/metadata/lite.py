@@ -31,6 +31,26 @@ def sqlite_path(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
+def _connect_current(url: str) -> sqlite3.Connection | None:
+    """A connection to the SQLite file of ``url`` when it exists at the current schema
+    revision; None otherwise (the full store then answers, migrating or explaining)."""
+    path = sqlite_path(url)
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        connection = sqlite3.connect(path, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        revision = None
+    if revision is None or revision[0] != HEAD:
+        connection.close()
+        return None
+    return connection
+
+
 def search_runs_lite(
     url: str,
     where: Filter | None,
@@ -44,18 +64,11 @@ def search_runs_lite(
     """The runs :meth:`SqlMetadataStore.search_runs` would return, or None when this reader
     cannot answer (see the module docstring; ``settled_only=False`` reads even while runs are
     marked RUNNING, for tests that compare both readers)."""
-    path = sqlite_path(url)
-    if path is None or not os.path.isfile(path):
-        return None
-    try:
-        connection = sqlite3.connect(path, timeout=30)
-    except sqlite3.Error:
+    connection = _connect_current(url)
+    if connection is None:
         return None
     try:
         connection.execute("PRAGMA case_sensitive_like=ON")  # as the full store reads: like PostgreSQL
-        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        if revision is None or revision[0] != HEAD:
-            return None
         running = connection.execute("SELECT 1 FROM runs WHERE status = 'RUNNING' LIMIT 1").fetchone()
         if running and settled_only:
             return None  # the full store first marks the runs whose process died as KILLED
@@ -96,17 +109,10 @@ def model_version_lite(url: str, name: str, version: int | None, alias: str | No
     """The registered version ``name/version``, ``name@alias`` or (neither given) the latest,
     read with ``sqlite3``; None when this reader cannot answer or finds nothing (the full
     store then answers, and explains what is missing)."""
-    path = sqlite_path(url)
-    if path is None or not os.path.isfile(path):
+    connection = _connect_current(url)
+    if connection is None:
         return None
     try:
-        connection = sqlite3.connect(path, timeout=30)
-    except sqlite3.Error:
-        return None
-    try:
-        revision = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-        if revision is None or revision[0] != HEAD:
-            return None
         if alias is not None:
             held = connection.execute(
                 "SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)
