@@ -49,6 +49,7 @@ COMMANDS = {
     "lineage": "molen.cli.gate",
     "serve": "molen.cli.serve",
     "predict": "molen.cli.serve",
+    "explain": "molen.cli.explain",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

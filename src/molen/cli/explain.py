@@ -1,0 +1,70 @@
+"""``molen explain``: why the model answered what it did, row by row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from molen.cli.app import ShowFormat, app, open_workspace_of
+
+
+@app.command()
+def explain(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or run:RUN/model.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Rows to explain: a .csv or .parquet file.")],
+    rows: Annotated[int, typer.Option(min=1, help="Explain at most this many rows (the first ones).")] = 20,
+    top: Annotated[int, typer.Option(min=1, help="Features shown per row in the table.")] = 5,
+    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+) -> None:
+    """Per-row feature attributions (SHAP): how much each input moved the model's output.
+
+    Attributions plus the base value equal the explained output (log-odds for tree and linear models,
+    the probability or prediction otherwise).
+    """
+    import pandas as pd
+
+    from molen.cli.render import console, print_json
+    from molen.errors import NotFoundError, UsageError
+    from molen.explain.shapley import explain as explain_rows
+    from molen.registry.service import load_model
+
+    if not input.is_file():
+        raise NotFoundError(f"--input {input}: no such file")
+    if input.suffix == ".parquet":
+        frame = pd.read_parquet(input)
+    elif input.suffix in {".csv", ".txt"}:
+        frame = pd.read_csv(input)
+    else:
+        raise UsageError(f"--input {input}: use a .csv or .parquet file")
+    predictor = load_model(model, workspace=open_workspace_of(ctx))
+    explanation = explain_rows(predictor, frame.head(rows))
+    if format is ShowFormat.json:
+        print_json(
+            {
+                "model": predictor.name,
+                "version": predictor.version,
+                "explainer": explanation.explainer,
+                "output": explanation.output,
+                "features": explanation.features,
+                "rows": explanation.rows(),
+            }
+        )
+        return
+    out = console()
+    out.print(
+        f"[bold]{predictor.uri}[/]: {explanation.explainer} explainer, explaining the {explanation.output}"
+    )
+    for index, row in enumerate(explanation.rows()):
+        ranked = sorted(row["attributions"].items(), key=lambda item: -abs(item[1]))[:top]
+        shown = "  ".join(
+            f"{name}={explanation.data[name].iloc[index]!s} [{_colour(value)}]{value:+.3g}[/]"
+            for name, value in ranked
+        )
+        out.print(f"row {index}: base value {row['base_value']:.4g} → {row['output']:.4g}   {shown}")
+
+
+def _colour(value: float) -> str:
+    return "green" if value > 0 else "red"

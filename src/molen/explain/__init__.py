@@ -1,0 +1,1 @@
+"""Explanations: per-row SHAP attributions (:mod:`.shapley`)."""

@@ -1,0 +1,146 @@
+"""Explanations: for every flavor, attributions plus the base value equal the explained output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+import molen
+from molen.project import init_project
+
+pytest.importorskip("shap")
+
+from molen.explain.shapley import explain
+
+
+class Doubler:
+    def predict(self, frame: Any) -> Any:
+        return frame["a"].to_numpy() * 2.0 + frame["b"].to_numpy()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = tmp_path / "proj"
+    init_project(root, experiment="explain")
+    monkeypatch.chdir(root)
+    yield root
+
+
+def data(rows: int = 300) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"a": rng.normal(size=rows), "b": rng.normal(size=rows), "n": rng.integers(0, 5, rows)}
+    )
+    return frame, (frame["a"] + 0.5 * frame["b"] > 0).astype(int)
+
+
+def logged(model: Any, reference: pd.DataFrame) -> Any:
+    with molen.start_run() as run:
+        return molen.load_model(run.log_model(model, reference=reference).uri)
+
+
+def check(explanation: Any, expected_outputs: Any, *, atol: float = 1e-5) -> None:
+    sums = explanation.values.sum(axis=1) + explanation.base_values
+    np.testing.assert_allclose(sums, explanation.outputs, atol=1e-6)  # additivity
+    np.testing.assert_allclose(explanation.outputs, expected_outputs, atol=atol)  # of the model's output
+
+
+def test_tree_explainer_for_a_forest(project: Path) -> None:
+    frame, target = data()
+    model = logged(RandomForestClassifier(n_estimators=20, random_state=0).fit(frame, target), frame)
+    explanation = explain(model, frame.head(8))
+    assert explanation.explainer == "tree"
+    check(explanation, model.predict_proba(frame.head(8))[:, 1])
+
+
+def test_linear_explainer_in_log_odds(project: Path) -> None:
+    frame, target = data()
+    model = logged(LogisticRegression().fit(frame, target), frame)
+    explanation = explain(model, frame.head(8))
+    assert explanation.explainer == "linear" and explanation.output.startswith("log-odds")
+    check(explanation, model.model.decision_function(frame.head(8)))
+
+
+def test_xgboost_and_lightgbm(project: Path) -> None:
+    xgboost = pytest.importorskip("xgboost")
+    lightgbm = pytest.importorskip("lightgbm")
+    frame, target = data()
+    for estimator in (
+        xgboost.XGBClassifier(n_estimators=20, max_depth=3),
+        lightgbm.LGBMClassifier(n_estimators=20, verbose=-1),
+    ):
+        model = logged(estimator.fit(frame, target), frame)
+        explanation = explain(model, frame.head(8))
+        assert explanation.explainer == "tree"
+        probabilities = model.predict_proba(frame.head(8))[:, 1]
+        check(explanation, np.log(probabilities / (1 - probabilities)), atol=1e-4)  # float32 trees
+
+
+def test_model_agnostic_explainer_for_a_pipeline_with_text_and_a_generic_model(project: Path) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame, target = data()
+    frame = frame.assign(plan=np.where(frame["n"] > 2, "pro", "basic"))
+    pipeline = Pipeline(
+        [
+            ("columns", ColumnTransformer([("plan", OneHotEncoder(), ["plan"])], remainder="passthrough")),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, target)
+    model = logged(pipeline, frame)
+    explanation = explain(model, frame.head(5))
+    assert explanation.explainer == "permutation" and explanation.output == "probability of 1"
+    check(explanation, model.predict_proba(frame.head(5))[:, 1])
+    generic = logged(Doubler(), frame[["a", "b"]])
+    explanation = explain(generic, frame[["a", "b"]].head(5))
+    check(explanation, generic.predict(frame[["a", "b"]].head(5)))
+    regression = logged(LinearRegression().fit(frame[["a", "b"]], frame["a"]), frame[["a", "b"]])
+    check(explain(regression, frame[["a", "b"]].head(5)), regression.predict(frame[["a", "b"]].head(5)))
+
+
+def test_molen_explain_command(project: Path) -> None:
+    frame, target = data()
+    with molen.start_run() as run:
+        run.log_model(
+            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
+            "churn",
+            reference=frame,
+        )
+    frame.head(3).to_csv(project / "rows.csv", index=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "molen", "explain", "churn/1", "--input", "rows.csv", "--format", "json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["explainer"] == "tree" and len(doc["rows"]) == 3
+    row = doc["rows"][0]
+    assert sum(row["attributions"].values()) + row["base_value"] == pytest.approx(row["output"])
+    table = subprocess.run(
+        [sys.executable, "-m", "molen", "explain", "churn/1", "--input", "rows.csv"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert table.returncode == 0 and "base value" in table.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "molen", "explain", "churn/1", "--input", "missing.csv"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 3 and "no such file" in bad.stderr
