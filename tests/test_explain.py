@@ -144,3 +144,24 @@ def test_molen_explain_command(project: Path) -> None:
         text=True,
     )
     assert bad.returncode == 3 and "no such file" in bad.stderr
+
+
+def test_the_server_explains(project: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from molen.serving.run import ServeOptions, build_app
+
+    frame, target = data()
+    with molen.start_run() as run:
+        run.log_model(
+            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
+            "churn",
+            reference=frame,
+        )
+    rows = frame.head(2).to_dict("records")
+    with TestClient(build_app(ServeOptions(uri="churn/1", project=str(project), poll_interval=0))) as client:
+        doc = client.post("/explain", json=rows).json()
+        assert doc["version"] == "1" and doc["explainer"] == "tree" and len(doc["rows"]) == 2
+        row = doc["rows"][0]
+        assert sum(row["attributions"].values()) + row["base_value"] == pytest.approx(row["output"])
+        assert client.post("/explain", json=[{"a": 1.0}]).status_code == 422

@@ -240,6 +240,33 @@ def create_app(
 
         return await handle(request, "/predict", "molen", work)
 
+    @app.post(
+        "/explain",
+        summary="Why: per-row feature attributions (SHAP), same body as /predict",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {JSON: {"schema": _request_schema(server)}}}
+        },
+    )
+    async def explain(request: Request) -> Response:
+        def work(body: bytes) -> Response:
+            from molen.explain.shapley import explain as explain_rows
+
+            data, _ = protocols.predict_input(protocols.parse_json(body))
+            model = champion.current
+            explanation = explain_rows(model, data)
+            doc = {
+                "model": champion.name,
+                "version": str(model.version),
+                "explainer": explanation.explainer,
+                "output": explanation.output,
+                "rows": explanation.rows(),
+            }
+            return _json(
+                doc, headers={"X-Molen-Model": champion.name, "X-Molen-Model-Version": str(model.version)}
+            )
+
+        return await handle(request, "/explain", "molen", work)
+
     @app.post("/feedback", summary="Ground truth for earlier request ids")
     async def feedback(request: Request) -> Response:
         def work(body: bytes) -> Response:
