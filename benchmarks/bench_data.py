@@ -37,11 +37,9 @@ of every side) to ``benchmarks/results/data.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -55,6 +53,8 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import harness  # noqa: E402
+from harness import loadavg, log  # noqa: E402
 from peers import BENCH_DIR, PEERS, ensure_dvc_venv  # noqa: E402
 from s3_server import moto_s3  # noqa: E402
 
@@ -95,14 +95,6 @@ QUICK = Plan(
 )
 
 BENCHMARKS = ("cli_version", "add_big", "add_many", "status", "checkout", "push_pull_local", "push_pull_s3")
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 # -- running the sides ---------------------------------------------------------------------------
@@ -402,30 +394,21 @@ def fmt_ratio(ratio: float | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = ["benchmark", "molen", "DVC", "ratio", "target", "pass"]
-    cells = [
+    return harness.table(
+        ["benchmark", "molen", "DVC", "ratio", "target", "pass"],
         [
-            r.benchmark,
-            fmt_seconds(r.molen),
-            fmt_seconds(r.dvc),
-            fmt_ratio(r.ratio),
-            "-" if r.target is None else f">={r.target:g}x",
-            "-" if r.passed is None else ("PASS" if r.passed else "FAIL"),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    right = {1, 2, 3, 4}
-
-    def line(values: list[str]) -> str:
-        parts = [
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return " | ".join(parts).rstrip()
-
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(c) for c in cells)])
+            [
+                r.benchmark,
+                fmt_seconds(r.molen),
+                fmt_seconds(r.dvc),
+                fmt_ratio(r.ratio),
+                "-" if r.target is None else f">={r.target:g}x",
+                harness.verdict(r.passed),
+            ]
+            for r in rows
+        ],
+        right=(1, 2, 3, 4),
+    )
 
 
 # -- machine facts -----------------------------------------------------------------------------------
@@ -527,10 +510,14 @@ def header(facts: dict[str, Any], date: str, quick: bool, plan: Plan) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark molen data versioning against DVC.")
-    parser.add_argument("--quick", action="store_true", help="5,000 files, 256 MiB, one repeat")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    parser.add_argument("--keep", action="store_true", help="keep the workspaces in .bench/tmp")
-    parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run only these (repeatable)")
+    harness.standard_options(
+        parser,
+        results=RESULTS,
+        quick="5,000 files, 256 MiB, one repeat",
+        keep="keep the workspaces in .bench/tmp",
+        only=BENCHMARKS,
+        only_help="run only these (repeatable)",
+    )
     parser.add_argument("--no-warm-up", action="store_true", help="skip the untimed warm-up")
     parser.add_argument(
         "--settle",
@@ -541,19 +528,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
-    date = dt.datetime.now(dt.timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    date = harness.now()
 
     dvc_python = ensure_dvc_venv()
     facts = machine_facts(dvc_python)
     print(header(facts, date, args.quick, plan), flush=True)
 
-    work = BENCH_DIR / "tmp" / f"data-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    work.mkdir(parents=True)
-    runner = Runner(work, dvc_python)
-    disk = DiskProbe(work)
     outcomes: dict[str, Outcome] = {}
     timings: dict[str, float] = {}
-    try:
+    with harness.work_folder("data", args.keep) as work:
+        runner = Runner(work, dvc_python)
+        disk = DiskProbe(work)
         disk.settle(args.settle)
         if not args.no_warm_up:
             t0 = time.perf_counter()
@@ -568,23 +553,17 @@ def main(argv: list[str] | None = None) -> int:
             timings[name] = time.perf_counter() - t0
             log(f"{name} done in {timings[name]:.1f} s (load average {loadavg()})")
         disk.probe("end")
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            log(f"removing {work}")
-            shutil.rmtree(work, ignore_errors=True)
     runtime = time.perf_counter() - started
     load_end = loadavg()
 
     rows = build_rows(outcomes, plan)
     print()
     print(table(rows))
-    notes = [f"  {r.benchmark}: {r.note}" for r in rows if r.note]
+    lines = harness.notes(rows)
     samples = sorted({(r.molen_samples, r.dvc_samples) for r in rows})
     print("\nratio = DVC time / molen time (medians); samples per row (molen, DVC): " + str(samples))
-    if notes:
-        print("notes:\n" + "\n".join(notes))
+    if lines:
+        print("notes:\n" + "\n".join(lines))
     print(
         f"disk probe ({DiskProbe.FILES} small files created, seconds; ~0.1 settled): "
         + ", ".join(f"{p['label']} {p['seconds']:.2f}" for p in disk.samples)
@@ -598,14 +577,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, outcome in outcomes.items():
         for tool, error in outcome.errors.items():
             print(f"\n{name}: {tool} FAILED:\n{error}")
-    failed = [r.benchmark for r in rows if r.passed is False]
-    targets = sum(r.passed is not None for r in rows)
     print(
-        f"\n{len(failed)} of {targets} targets missed; runtime {runtime:.0f} s; "
+        f"\n{harness.targets_missed(rows)}; runtime {runtime:.0f} s; "
         f"load average at end {' '.join(f'{x:.2f}' for x in load_end) if load_end else '?'}"
     )
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "date": date,
         "quick": args.quick,
@@ -626,8 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, outcome in outcomes.items()
         },
     }
-    args.output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    log(f"results written to {args.output}")
+    harness.write_results(args.output, document)
     return 1 if any(outcome.errors for outcome in outcomes.values()) else 0
 
 

@@ -45,17 +45,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import gc
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -63,19 +61,19 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import harness  # noqa: E402
 from bench_tracking import (  # noqa: E402
     MOLEN_PYTHON,
     REPO_ROOT,
     Projects,
-    loadavg,
     machine_facts,
     median,
     molen_env,
     run_json,
 )
-from bench_tracking import log as _log  # noqa: E402
+from harness import log as _log  # noqa: E402
 from mlflow_tracking_peer import TELEMETRY_OFF  # noqa: E402
-from peers import BENCH_DIR, ensure_mlflow_venv  # noqa: E402
+from peers import ensure_mlflow_venv  # noqa: E402
 
 PEER = HERE / "mlflow_models_peer.py"
 RESULTS = HERE / "results" / "models.json"
@@ -568,40 +566,20 @@ def fmt_time(value: float | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = ["benchmark", "molen", "MLflow / raw model", "ratio", "target", "pass"]
-    cells = [
+    return harness.table(
+        ["benchmark", "molen", "MLflow / raw model", "ratio", "target", "pass"],
         [
-            r.benchmark,
-            fmt_time(r.molen),
-            fmt_time(r.other),
-            r.ratio,
-            r.target,
-            "-" if r.passed is None else ("PASS" if r.passed else "FAIL"),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    right = {1, 2, 3}
-
-    def line(values: list[str]) -> str:
-        parts = [
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return " | ".join(parts).rstrip()
-
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(c) for c in cells)])
+            [r.benchmark, fmt_time(r.molen), fmt_time(r.other), r.ratio, r.target, harness.verdict(r.passed)]
+            for r in rows
+        ],
+    )
 
 
 def header(facts: dict[str, Any], date: str, quick: bool) -> str:
-    load = facts.get("loadavg_at_start")
     libs = facts["libraries"]
     return "\n".join(
         [
-            f"molen model benchmark{' (--quick)' if quick else ''}, {date}",
-            f"machine: {facts['nproc']} CPUs, {facts['machine']}, {facts['system']}"
-            + (f", load average {load[0]:.2f}" if load else ""),
+            *harness.heading("model", date, quick, facts),
             f"python {facts['python']}, molen {facts['molen']}, MLflow {facts['mlflow']}, "
             f"scikit-learn {libs['scikit-learn']}, pandas {libs['pandas']}, NumPy {libs['numpy']}, "
             f"skops {libs['skops']} (same in both venvs)",
@@ -611,72 +589,39 @@ def header(facts: dict[str, Any], date: str, quick: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark molen's model loading and predictor.")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (< 1.5 min)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    parser.add_argument("--keep", action="store_true", help="keep the project and packages in .bench/tmp")
-    parser.add_argument(
-        "--only", action="append", choices=("load", "predict"), help="run only these benchmarks (repeatable)"
+    harness.standard_options(
+        parser,
+        results=RESULTS,
+        quick="fewer repeats (< 1.5 min)",
+        keep="keep the project and packages in .bench/tmp",
+        only=("load", "predict"),
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
-    date = dt.datetime.now(dt.timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    date = harness.now()
 
     mlflow_python = ensure_mlflow_venv()
     facts = machine_facts(mlflow_python)
     facts["libraries"] = {name: metadata.version(name) for name in LIBRARIES}
     print(header(facts, date, args.quick), flush=True)
 
-    work = BENCH_DIR / "tmp" / f"models-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    work.mkdir(parents=True)
     raw: dict[str, Any] = {}
-    rows: list[Row] = []
     benches = {"load": bench_load, "predict": bench_predict}
-    try:
+    with harness.work_folder("models", args.keep, log) as work:
         setup = prepare(work, Projects(work), mlflow_python)
         raw["setup"] = setup.info
-        for name, bench in benches.items():
-            if args.only and name not in args.only:
-                continue
-            t0 = time.perf_counter()
-            load_before = loadavg()
-            rows.extend(bench(plan, setup, mlflow_python, raw))
-            raw[name]["loadavg_before_after"] = [load_before, loadavg()]
-            log(
-                f"{name} done in {time.perf_counter() - t0:.1f} s (load average {load_before} -> {loadavg()})"
-            )
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        rows = harness.run_selected(benches, args.only, (plan, setup, mlflow_python), raw, log)
     runtime = time.perf_counter() - started
 
-    print()
-    print(table(rows))
-    print(
-        "\nratio: load rows MLflow / molen (how many times faster molen is); predict rows molen / raw, "
+    legend = (
+        "ratio: load rows MLflow / molen (how many times faster molen is); predict rows molen / raw, "
         "single-row rows the time molen adds per call"
     )
-    notes = [f"  {r.benchmark}: {r.note}" for r in rows if r.note]
-    if notes:
-        print("\nnotes:\n" + "\n".join(notes))
-    failed = [r.benchmark for r in rows if r.passed is False]
-    targets = sum(r.passed is not None for r in rows)
-    print(f"\n{len(failed)} of {targets} targets missed; runtime {runtime:.0f} s")
-
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "date": date,
-        "quick": args.quick,
-        "machine": facts,
-        "plan": asdict(plan),
-        "runtime_seconds": runtime,
-        "rows": [asdict(r) for r in rows],
-        "raw": raw,
-    }
-    args.output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    log(f"results written to {args.output}")
+    harness.report(table(rows), rows, runtime, legend)
+    harness.write_results(
+        args.output, harness.document(date, args.quick, facts, plan, runtime, rows, raw), log
+    )
     return 0
 
 

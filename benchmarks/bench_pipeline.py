@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import log
 from peers import REPO_ROOT, ensure_dvc_venv
 
 PYTHON = sys.executable
@@ -132,7 +133,7 @@ def main() -> int:
         base = Path(tmp)
         for tool in ("molen", "dvc"):
             root = base / tool
-            print(f"[bench] {tool}: setting up", file=sys.stderr)
+            log(f"{tool}: setting up")
             project(root, tool, env, dvc)
             command = [MOLEN] if tool == "molen" else [str(dvc)]
             timed([*command, "repro"], root, env)  # warm
@@ -163,7 +164,7 @@ def main() -> int:
             results[tool]["exp_show"] = [
                 timed([*command, "exp", "show"], root, env) for _ in range(args.repeat)
             ]
-            print(f"[bench] {tool}: done", file=sys.stderr)
+            log(f"{tool}: done")
         par = base / "parallel"
         par.mkdir()
         (par / "sleep.py").write_text(

@@ -64,19 +64,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import http.client
 import json
 import os
 import pickle
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -84,20 +82,20 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import harness  # noqa: E402
 from bench_models import inside  # noqa: E402
 from bench_tracking import (  # noqa: E402
     MOLEN_PYTHON,
     REPO_ROOT,
     Projects,
-    loadavg,
     machine_facts,
     median,
     molen_env,
     run_json,
 )
-from bench_tracking import log as _log  # noqa: E402
+from harness import log as _log  # noqa: E402
 from mlflow_tracking_peer import TELEMETRY_OFF  # noqa: E402
-from peers import BENCH_DIR, ensure_mlflow_venv  # noqa: E402
+from peers import ensure_mlflow_venv  # noqa: E402
 from serving_load import percentile  # noqa: E402
 
 PEER = HERE / "mlflow_models_peer.py"
@@ -846,31 +844,13 @@ def build_rows(plan: Plan, raw: dict[str, Any]) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    header = ["benchmark", "molen", "MLflow", "floor", "ratio", "target", "pass"]
-    cells = [
+    return harness.table(
+        ["benchmark", "molen", "MLflow", "floor", "ratio", "target", "pass"],
         [
-            r.benchmark,
-            r.molen,
-            r.mlflow,
-            r.floor,
-            r.ratio,
-            r.target,
-            "-" if r.passed is None else ("PASS" if r.passed else "FAIL"),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    right = {1, 2, 3}
-
-    def line(values: list[str]) -> str:
-        parts = [
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return " | ".join(parts).rstrip()
-
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(c) for c in cells)])
+            [r.benchmark, r.molen, r.mlflow, r.floor, r.ratio, r.target, harness.verdict(r.passed)]
+            for r in rows
+        ],
+    )
 
 
 def stack_versions(python: Path) -> dict[str, str | None]:
@@ -886,7 +866,6 @@ def stack_versions(python: Path) -> dict[str, str | None]:
 
 
 def header(facts: dict[str, Any], date: str, quick: bool) -> str:
-    load = facts.get("loadavg_at_start")
     libs = facts["libraries"]
 
     def stack(versions: dict[str, str | None]) -> str:
@@ -894,9 +873,7 @@ def header(facts: dict[str, Any], date: str, quick: bool) -> str:
 
     return "\n".join(
         [
-            f"molen serving benchmark{' (--quick)' if quick else ''}, {date}",
-            f"machine: {facts['nproc']} CPUs, {facts['machine']}, {facts['system']}"
-            + (f", load average {load[0]:.2f}" if load else ""),
+            *harness.heading("serving", date, quick, facts),
             f"python {facts['python']}, molen {facts['molen']}, MLflow {facts['mlflow']}, "
             f"scikit-learn {libs['scikit-learn']}, pandas {libs['pandas']}, NumPy {libs['numpy']} "
             "(same in both venvs)",
@@ -910,17 +887,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark molen serve against MLflow and a bare FastAPI floor."
     )
-    parser.add_argument("--quick", action="store_true", help="shorter load runs (< 2.5 min)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    parser.add_argument("--keep", action="store_true", help="keep the project, packages and server logs")
-    parser.add_argument(
-        "--only", action="append", choices=BENCHMARKS, help="run only these benchmarks (repeatable)"
+    harness.standard_options(
+        parser,
+        results=RESULTS,
+        quick="shorter load runs (< 2.5 min)",
+        keep="keep the project, packages and server logs",
+        only=BENCHMARKS,
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     only = set(args.only or BENCHMARKS)
     started = time.perf_counter()
-    date = dt.datetime.now(dt.timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    date = harness.now()
 
     mlflow_python = ensure_mlflow_venv()
     facts = machine_facts(mlflow_python)
@@ -929,44 +907,20 @@ def main(argv: list[str] | None = None) -> int:
     facts["stack_mlflow"] = stack_versions(mlflow_python)
     print(header(facts, date, args.quick), flush=True)
 
-    work = BENCH_DIR / "tmp" / f"serving-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    work.mkdir(parents=True)
     raw: dict[str, Any] = {}
-    try:
+    with harness.work_folder("serving", args.keep, log) as work:
         setup = prepare(work, mlflow_python)
         raw["setup"] = setup.info
-        load_before = loadavg()
+        load_before = harness.loadavg()
         run_all(plan, setup, Servers(setup, mlflow_python), only, raw)
-        raw["loadavg_before_after"] = [load_before, loadavg()]
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        raw["loadavg_before_after"] = [load_before, harness.loadavg()]
     runtime = time.perf_counter() - started
     rows = build_rows(plan, raw)
 
-    print()
-    print(table(rows))
-    notes = [f"  {r.benchmark}: {r.note}" for r in rows if r.note]
-    if notes:
-        print("\nnotes:\n" + "\n".join(notes))
-    failed = [r.benchmark for r in rows if r.passed is False]
-    targets = sum(r.passed is not None for r in rows)
-    print(f"\n{len(failed)} of {targets} targets missed; runtime {runtime:.0f} s")
-
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "date": date,
-        "quick": args.quick,
-        "machine": facts,
-        "plan": asdict(plan),
-        "runtime_seconds": runtime,
-        "rows": [asdict(r) for r in rows],
-        "raw": raw,
-    }
-    args.output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    log(f"results written to {args.output}")
+    harness.report(table(rows), rows, runtime)
+    harness.write_results(
+        args.output, harness.document(date, args.quick, facts, plan, runtime, rows, raw), log
+    )
     return 0
 
 

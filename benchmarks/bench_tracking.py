@@ -32,16 +32,14 @@ Benchmarks and targets:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,8 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import harness  # noqa: E402
+from harness import loadavg, log  # noqa: E402
 from mlflow_tracking_peer import DEFAULT_FILTER  # noqa: E402
 from peers import BENCH_DIR, ensure_mlflow_venv  # noqa: E402
 
@@ -98,10 +98,6 @@ QUICK = Plan(
     mlflow_import_repeat=3,
     mlflow_cli_repeat=3,
 )
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def median(values: list[float]) -> float:
@@ -452,30 +448,20 @@ def fmt_ratio(ratio: float | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = ["benchmark", "molen", "MLflow", "ratio", "target", "pass"]
-    cells = [
+    return harness.table(
+        ["benchmark", "molen", "MLflow", "ratio", "target", "pass"],
         [
-            r.benchmark,
-            fmt_value(r.molen, r.unit),
-            fmt_value(r.mlflow, r.unit),
-            fmt_ratio(r.ratio),
-            r.target,
-            "-" if r.passed is None else ("PASS" if r.passed else "FAIL"),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    right = {1, 2, 3}
-
-    def line(values: list[str]) -> str:
-        parts = [
-            v.rjust(w) if i in right else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return " | ".join(parts).rstrip()
-
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(c) for c in cells)])
+            [
+                r.benchmark,
+                fmt_value(r.molen, r.unit),
+                fmt_value(r.mlflow, r.unit),
+                fmt_ratio(r.ratio),
+                r.target,
+                harness.verdict(r.passed),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def machine_facts(mlflow_python: Path) -> dict[str, Any]:
@@ -499,18 +485,10 @@ def machine_facts(mlflow_python: Path) -> dict[str, Any]:
     return facts
 
 
-def loadavg() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages (other work on the machine skews every number)."""
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-
-
 def header(facts: dict[str, Any], date: str, quick: bool) -> str:
-    load = facts.get("loadavg_at_start")
     return "\n".join(
         [
-            f"molen tracking benchmark{' (--quick)' if quick else ''}, {date}",
-            f"machine: {facts['nproc']} CPUs, {facts['machine']}, {facts['system']}"
-            + (f", load average {load[0]:.2f}" if load else ""),
+            *harness.heading("tracking", date, quick, facts),
             f"python {facts['python']} (SQLite {facts['sqlite']}), "
             f"molen {facts['molen']}, MLflow {facts['mlflow']}",
         ]
@@ -519,76 +497,40 @@ def header(facts: dict[str, Any], date: str, quick: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark molen tracking against MLflow.")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller MLflow runs (< 3 min)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    parser.add_argument("--keep", action="store_true", help="keep the projects and stores in .bench/tmp")
-    parser.add_argument(
-        "--only",
-        action="append",
-        choices=("log_metric", "create_runs", "search", "cold_start"),
-        help="run only these benchmarks (repeatable)",
+    harness.standard_options(
+        parser,
+        results=RESULTS,
+        quick="fewer repeats, smaller MLflow runs (< 3 min)",
+        keep="keep the projects and stores in .bench/tmp",
+        only=("log_metric", "create_runs", "search", "cold_start"),
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
-    date = dt.datetime.now(dt.timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    date = harness.now()
 
     mlflow_python = ensure_mlflow_venv()
     facts = machine_facts(mlflow_python)
     print(header(facts, date, args.quick), flush=True)
 
-    work = BENCH_DIR / "tmp" / f"tracking-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    work.mkdir(parents=True)
-    projects = Projects(work)
     raw: dict[str, Any] = {}
-    rows: list[Row] = []
     benches = {
         "log_metric": bench_log_metric,
         "create_runs": bench_create_runs,
         "search": bench_search,
         "cold_start": bench_cold_start,
     }
-    try:
+    with harness.work_folder("tracking", args.keep) as work:
+        projects = Projects(work)
         warm_up(projects, mlflow_python)
-        for name, bench in benches.items():
-            if args.only and name not in args.only:
-                continue
-            t0 = time.perf_counter()
-            load_before = loadavg()
-            rows.extend(bench(plan, projects, mlflow_python, raw))
-            raw[name]["loadavg_before_after"] = [load_before, loadavg()]
-            log(
-                f"{name} done in {time.perf_counter() - t0:.1f} s (load average {load_before} -> {loadavg()})"
-            )
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        rows = harness.run_selected(benches, args.only, (plan, projects, mlflow_python), raw)
     runtime = time.perf_counter() - started
 
-    print()
-    print(table(rows))
-    notes = [f"  {r.benchmark}: {r.note}" for r in rows if r.note]
-    if notes:
-        print("\nnotes:\n" + "\n".join(notes))
-    failed = [r.benchmark for r in rows if r.passed is False]
-    targets = sum(r.passed is not None for r in rows)
-    print(f"\n{len(failed)} of {targets} targets missed; runtime {runtime:.0f} s")
-
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "date": date,
-        "quick": args.quick,
-        "machine": facts,
-        "plan": asdict(plan),
-        "filter": DEFAULT_FILTER,
-        "runtime_seconds": runtime,
-        "rows": [asdict(r) for r in rows],
-        "raw": raw,
-    }
-    args.output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    log(f"results written to {args.output}")
+    harness.report(table(rows), rows, runtime)
+    harness.write_results(
+        args.output,
+        harness.document(date, args.quick, facts, plan, runtime, rows, raw, filter=DEFAULT_FILTER),
+    )
     return 0
 
 
