@@ -41,6 +41,12 @@ def frame(rows: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
+    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from sklearn.compose import ColumnTransformer

@@ -165,3 +165,33 @@ def test_the_server_explains(project: Path) -> None:
         row = doc["rows"][0]
         assert sum(row["attributions"].values()) + row["base_value"] == pytest.approx(row["output"])
         assert client.post("/explain", json=[{"a": 1.0}]).status_code == 422
+
+
+def test_global_importance_is_computed_when_a_model_is_logged(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "true")
+    frame, target = data()
+    with molen.start_run() as run:
+        run.log_model(
+            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
+            "churn",
+            reference=frame,
+        )
+    model = molen.load_model("churn/1")
+    importance = model.manifest["importance"]
+    assert next(iter(importance)) in {"a", "b"} and importance["n"] < importance["a"]  # n carries no signal
+    card = subprocess.run(
+        [sys.executable, "-m", "molen", "models", "show", "churn/1", "--card"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert "## Global feature importance" in card.stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "molen", "models", "show", "churn/1"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert "importance" in shown.stdout and "a=" in shown.stdout

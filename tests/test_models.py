@@ -43,6 +43,12 @@ class Doubler:
         return frame["x"].to_numpy() * self.factor
 
 
+@pytest.fixture(autouse=True)
+def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
+    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "proj"

@@ -33,6 +33,12 @@ def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
+    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
+
+
 @pytest.fixture(params=BACKENDS)
 def project(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -65,6 +65,12 @@ def log_churn(c: float = 1.0) -> int:
         return int(run.log_model(pipeline, "churn", reference=frame).version.version)
 
 
+@pytest.fixture(autouse=True)
+def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
+    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "proj"

@@ -143,6 +143,12 @@ SETTINGS: tuple[Setting, ...] = (
         lambda text: _parse_choice(text, ("pickle", "skops")),
     ),
     Setting(
+        "models.importance",
+        "compute global feature importance (mean |SHAP| on the reference sample) when a model is logged",
+        lambda _: True,
+        _parse_bool,
+    ),
+    Setting(
         "models.extra_columns",
         "model input columns the signature lacks: ignore (drop them) or refuse",
         lambda _: "ignore",

@@ -22,7 +22,7 @@ from molen.errors import MissingDependencyError
 if TYPE_CHECKING:
     from molen.models.predictor import Predictor
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["Explanation", "explain", "global_importance"]
 
 TREES = {
     "RandomForestClassifier",
@@ -236,3 +236,14 @@ def _permutation(predictor: Predictor, frame: Any) -> Explanation:
     return Explanation(
         predictor.signature.names, values, base, output(codes.encode(frame)), label, "permutation", frame
     )
+
+
+def global_importance(predictor: Predictor, rows: Any, *, limit: int = 100) -> dict[str, float]:
+    """Mean absolute attribution of each feature over (at most ``limit`` of) ``rows``, largest
+    first: what the model leans on overall."""
+    import numpy as np
+
+    explanation = explain(predictor, rows.head(limit))
+    means = np.abs(explanation.values).mean(axis=0)
+    ranked = sorted(zip(explanation.features, means.tolist(), strict=True), key=lambda item: -item[1])
+    return {name: float(value) for name, value in ranked}

@@ -137,6 +137,7 @@ def log_model(
         example = to_pandas(example_source, chosen.names)
         files["input_example.json"] = json.dumps(_json_rows(example.head(5)), indent=2).encode()
     profile = None
+    sample = None
     argmax_agrees = False
     if reference is not None:
         frame = to_pandas(reference, chosen.names)
@@ -156,6 +157,10 @@ def log_model(
         manifest["predict_is_argmax"] = True  # serving derives labels from one predict_proba call
     if _takes_array(model, reference if reference is not None else input_example):
         manifest["takes"] = "array"  # fitted on an array: give it one (not a frame it would warn about)
+    if sample is not None and workspace.settings["models.importance"]:
+        importance = _importance(model, manifest, sample)
+        if importance:
+            manifest["importance"] = importance
     markdown = card_markdown(manifest, profile=profile)
     files["card.md"] = markdown.encode()
     files["card.html"] = card_html(
@@ -182,6 +187,24 @@ def log_model(
             description=description,
         )
     return LoggedModel(run.id, artifact_path, digest, saved.flavor, version)
+
+
+def _importance(model: Any, manifest: dict[str, Any], sample: Any) -> dict[str, float] | None:
+    """Global feature importance (mean |SHAP|) on the reference sample, when SHAP is installed."""
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("shap") is None:
+        return None
+    from molen.explain.shapley import global_importance
+    from molen.models.predictor import Predictor
+
+    try:
+        predictor = Predictor(model, {**manifest, "files": {}}, name=None, version=None, digest="")
+        return global_importance(predictor, sample)
+    except Exception as exc:  # importance is a convenience: the model is logged without it
+        logging.getLogger("molen.models").warning("global importance not computed: %s", exc)
+        return None
 
 
 def _takes_array(model: Any, reference: Any) -> bool:
