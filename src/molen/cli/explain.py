@@ -24,21 +24,13 @@ def explain(
     Attributions plus the base value equal the explained output (log-odds for tree and linear models,
     the probability or prediction otherwise).
     """
-    import pandas as pd
 
     from molen.cli.render import console, print_json
-    from molen.errors import NotFoundError, UsageError
+    from molen.data.frames import read_table
     from molen.explain.shapley import explain as explain_rows
     from molen.registry.service import load_model
 
-    if not input.is_file():
-        raise NotFoundError(f"--input {input}: no such file")
-    if input.suffix == ".parquet":
-        frame = pd.read_parquet(input)
-    elif input.suffix in {".csv", ".txt"}:
-        frame = pd.read_csv(input)
-    else:
-        raise UsageError(f"--input {input}: use a .csv or .parquet file")
+    frame = read_table(input, what="--input")
     predictor = load_model(model, workspace=open_workspace_of(ctx))
     explanation = explain_rows(predictor, frame.head(rows))
     if format is ShowFormat.json:

@@ -112,19 +112,11 @@ def load_rules(path: str | Path) -> list[GateRule]:
 
 def read_holdout(path: str | Path, target: str) -> tuple[Any, Any, str]:
     """(features, target, data version hash) of a Parquet or CSV holdout file."""
-    import pandas as pd
-
+    from molen.data.frames import read_table
     from molen.hashing import hash_file
 
     source = Path(path)
-    if not source.is_file():
-        raise NotFoundError(f"holdout data {source}: no such file")
-    if source.suffix == ".parquet":
-        frame = pd.read_parquet(source)
-    elif source.suffix in {".csv", ".txt"}:
-        frame = pd.read_csv(source)
-    else:
-        raise UsageError(f"holdout data {source}: use a .parquet or .csv file")
+    frame = read_table(source, what="holdout data")
     if target not in frame.columns:
         raise InvalidValueError(
             f"holdout data {source} has no column {target!r} (--target); "
