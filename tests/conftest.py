@@ -354,6 +354,13 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
 
 
+@pytest.fixture
+def no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHAP importance at every log_model would slow the tests that log many models
+    (test_explain.py checks importance itself)."""
+    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests by the back ends they use, so ``-m "not postgres"`` etc. work."""
     for item in items:

@@ -18,6 +18,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 import molen
+from churn import churn_data, churn_pipeline
 from molen.errors import ConflictError, InputSchemaError
 from molen.project import init_project
 from molen.registry.service import set_alias
@@ -27,49 +28,25 @@ from molen.serving.predlog import read_log
 from molen.serving.run import ServeOptions, build_app
 from molen.workspace import open_workspace
 
+pytestmark = pytest.mark.usefixtures("no_importance")
+
 ROW = {"tenure": 3, "charges": 80.5, "plan": "basic"}
 
 
 def frame(rows: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame(
-        {
-            "tenure": rng.integers(0, 72, rows),
-            "charges": rng.normal(70.0, 20.0, rows),
-            "plan": rng.choice(["basic", "pro", "max"], rows),
-        }
-    )
-
-
-@pytest.fixture(autouse=True)
-def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
-    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
+    return churn_data(rows, seed)[0]
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     root = tmp_path / "proj"
     init_project(root, experiment="deploy")
     monkeypatch.chdir(root)
     train = frame(400)
     target = ((train["tenure"] < 20) & (train["plan"] == "basic")).astype(int)
-    pipeline = Pipeline(
-        [
-            (
-                "columns",
-                ColumnTransformer(
-                    [("n", StandardScaler(), ["tenure", "charges"]), ("p", OneHotEncoder(), ["plan"])]
-                ),
-            ),
-            ("model", LogisticRegression()),
-        ]
-    ).fit(train, target)
+    pipeline = churn_pipeline(LogisticRegression()).fit(train, target)
     for _ in range(2):
         with molen.start_run() as run:
             run.log_model(pipeline, "churn", reference=train)

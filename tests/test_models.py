@@ -14,13 +14,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import molen
+from churn import churn_data, churn_pipeline
 from molen.errors import (
     CorruptObjectError,
     InputSchemaError,
@@ -31,6 +28,8 @@ from molen.errors import (
 from molen.models.signature import ColumnSpec, OutputSpec, Signature, infer_signature
 from molen.project import init_project
 from molen.workspace import open_workspace
+
+pytestmark = pytest.mark.usefixtures("no_importance")
 
 
 class Doubler:
@@ -43,12 +42,6 @@ class Doubler:
         return frame["x"].to_numpy() * self.factor
 
 
-@pytest.fixture(autouse=True)
-def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
-    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
-
-
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "proj"
@@ -57,36 +50,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield root
     while (run := molen.active_run()) is not None:
         run.end()
-
-
-def churn_data(rows: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "tenure": rng.integers(0, 72, rows),
-            "charges": rng.normal(70.0, 20.0, rows),
-            "plan": rng.choice(["basic", "pro", "max"], rows),
-        }
-    )
-    target = ((frame["tenure"] < 20) & (frame["plan"] == "basic")).astype(int)
-    return frame, target
-
-
-def churn_pipeline(model: Any = None) -> Pipeline:
-    return Pipeline(
-        [
-            (
-                "columns",
-                ColumnTransformer(
-                    [
-                        ("numbers", StandardScaler(), ["tenure", "charges"]),
-                        ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
-                    ]
-                ),
-            ),
-            ("model", model or RandomForestClassifier(n_estimators=20, random_state=0)),
-        ]
-    )
 
 
 def log(model: Any, name: str | None = "churn", **options: Any) -> Any:

@@ -26,17 +26,13 @@ from molen.registry.gate import GateRule, load_rules, promote, run_gate, summary
 from molen.registry.lineage import data_lineage, model_lineage
 from molen.workspace import open_workspace
 
+pytestmark = pytest.mark.usefixtures("no_importance")
+
 BACKENDS = ["local", "team"]
 
 
 def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
-
-
-@pytest.fixture(autouse=True)
-def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
-    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -19,56 +19,26 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import molen
+from churn import churn_data as churn
+from churn import churn_pipeline
 from molen.project import init_project
 from molen.registry.service import set_alias
 from molen.serving.predlog import PredictionLog, read_log
 from molen.serving.run import ServeOptions, build_app
 
+pytestmark = pytest.mark.usefixtures("no_importance")
+
 ROW = {"tenure": 3, "charges": 80.5, "plan": "basic"}
 
 
-def churn(seed: int = 0, rows: int = 300) -> tuple[pd.DataFrame, pd.Series]:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(
-        {
-            "tenure": rng.integers(0, 72, rows),
-            "charges": rng.normal(70.0, 20.0, rows),
-            "plan": rng.choice(["basic", "pro", "max"], rows),
-        }
-    )
-    return frame, ((frame["tenure"] < 20) & (frame["plan"] == "basic")).astype(int)
-
-
 def log_churn(c: float = 1.0) -> int:
-    frame, target = churn()
-    pipeline = Pipeline(
-        [
-            (
-                "columns",
-                ColumnTransformer(
-                    [
-                        ("numbers", StandardScaler(), ["tenure", "charges"]),
-                        ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
-                    ]
-                ),
-            ),
-            ("model", LogisticRegression(C=c)),
-        ]
-    ).fit(frame, target)
+    frame, target = churn(rows=300)
+    pipeline = churn_pipeline(LogisticRegression(C=c)).fit(frame, target)
     with molen.start_run() as run:
         return int(run.log_model(pipeline, "churn", reference=frame).version.version)
-
-
-@pytest.fixture(autouse=True)
-def _no_importance(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SHAP importance at every log_model would slow these tests; test_explain.py checks it."""
-    monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "false")
 
 
 @pytest.fixture
