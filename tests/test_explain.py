@@ -195,3 +195,51 @@ def test_global_importance_is_computed_when_a_model_is_logged(
         text=True,
     )
     assert "importance" in shown.stdout and "a=" in shown.stdout
+
+
+def test_plots_as_png_and_in_html(project: Path) -> None:
+    frame, target = data()
+    with molen.start_run() as run:
+        run.log_model(
+            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
+            "churn",
+            reference=frame,
+        )
+    frame.head(4).to_csv(project / "rows.csv", index=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "molen",
+            "explain",
+            "churn/1",
+            "-i",
+            "rows.csv",
+            "-f",
+            "html",
+            "-o",
+            "why.html",
+            "--png",
+            "plots",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    names = sorted(path.name for path in (project / "plots").iterdir())
+    assert names == [
+        "importance-bar.png",
+        "importance-beeswarm.png",
+        "row-0-waterfall.png",
+        "row-1-waterfall.png",
+        "row-2-waterfall.png",
+        "row-3-waterfall.png",
+    ]
+    assert all((project / "plots" / name).read_bytes().startswith(b"\x89PNG") for name in names)
+    page = (project / "why.html").read_text()
+    assert (
+        page.count("data:image/png;base64,") == 6
+        and "<script" not in page
+        and "http" not in page.split("<body>")[0]
+    )

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from molen.cli.app import ShowFormat, app, open_workspace_of
+from molen.cli.app import app, open_workspace_of
+
+
+class ExplainFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+    html = "html"
 
 
 @app.command()
@@ -17,7 +24,14 @@ def explain(
     input: Annotated[Path, typer.Option("--input", "-i", help="Rows to explain: a .csv or .parquet file.")],
     rows: Annotated[int, typer.Option(min=1, help="Explain at most this many rows (the first ones).")] = 20,
     top: Annotated[int, typer.Option(min=1, help="Features shown per row in the table.")] = 5,
-    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+    format: Annotated[ExplainFormat, typer.Option("--format", "-f")] = ExplainFormat.table,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write the JSON or HTML here instead of printing it."),
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Also write the plots as PNG files into this folder.")
+    ] = None,
 ) -> None:
     """Per-row feature attributions (SHAP): how much each input moved the model's output.
 
@@ -33,17 +47,36 @@ def explain(
     frame = read_table(input, what="--input")
     predictor = load_model(model, workspace=open_workspace_of(ctx))
     explanation = explain_rows(predictor, frame.head(rows))
-    if format is ShowFormat.json:
-        print_json(
-            {
-                "model": predictor.name,
-                "version": predictor.version,
-                "explainer": explanation.explainer,
-                "output": explanation.output,
-                "features": explanation.features,
-                "rows": explanation.rows(),
-            }
-        )
+    if png is not None or format is ExplainFormat.html:
+        from molen.explain.plots import explanation_html, render_plots
+
+        images = render_plots(explanation)
+        if png is not None:
+            png.mkdir(parents=True, exist_ok=True)
+            for name, data in images.items():
+                (png / name).write_bytes(data)
+            console().print(f"Wrote {len(images)} plots to {png}")
+        if format is ExplainFormat.html:
+            page = explanation_html(
+                explanation, title=f"Why {predictor.uri} answered what it did", images=images
+            )
+            _emit(page, output)
+            return
+    if format is ExplainFormat.json:
+        import json
+
+        doc = {
+            "model": predictor.name,
+            "version": predictor.version,
+            "explainer": explanation.explainer,
+            "output": explanation.output,
+            "features": explanation.features,
+            "rows": explanation.rows(),
+        }
+        if output is None:
+            print_json(doc)
+        else:
+            _emit(json.dumps(doc, indent=2), output)
         return
     out = console()
     out.print(
@@ -60,3 +93,14 @@ def explain(
 
 def _colour(value: float) -> str:
     return "green" if value > 0 else "red"
+
+
+def _emit(text: str, output: Path | None) -> None:
+    from molen.atomic import write_atomic
+    from molen.cli.render import console
+
+    if output is None:
+        typer.echo(text)
+        return
+    write_atomic(output, text.encode())
+    console().print(f"Wrote {output}")
