@@ -243,3 +243,47 @@ def test_plots_as_png_and_in_html(project: Path) -> None:
         and "<script" not in page
         and "http" not in page.split("<body>")[0]
     )
+
+
+def test_why_did_we_answer_that_request(project: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from molen.explain.requests import explain_request
+    from molen.serving.run import ServeOptions, build_app
+    from molen.workspace import open_workspace
+
+    frame, target = data()
+    with molen.start_run() as run:
+        run.log_model(
+            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
+            "churn",
+            reference=frame,
+        )
+    rows = frame.head(2).to_dict("records")
+    log_root = str(project / ".molen" / "log")
+    for explain_log in (False, True):
+        options = ServeOptions(
+            uri="churn/1", project=str(project), log_root=log_root, poll_interval=0, explain_log=explain_log
+        )
+        with TestClient(build_app(options)) as client:
+            answer = client.post("/predict", json=rows).json()
+        found = explain_request(answer["ids"][1], log_root=log_root, workspace=open_workspace())
+        assert found.logged is explain_log and (found.model, found.version) == ("churn", "1")
+        assert found.prediction == answer["predictions"][1]
+        assert sum(found.attributions.values()) + found.base_value == pytest.approx(found.value)
+        direct = explain(molen.load_model("churn/1"), frame.iloc[[1]]).rows()[0]
+        assert found.attributions == pytest.approx(direct["attributions"])
+    shown = subprocess.run(
+        [sys.executable, "-m", "molen", "explain", "--request-id", answer["ids"][0]],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0 and "logged when served" in shown.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "molen", "explain", "--request-id", "nope"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 3 and "no prediction with request id 'nope'" in missing.stderr

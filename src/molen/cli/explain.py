@@ -20,8 +20,16 @@ class ExplainFormat(str, enum.Enum):
 @app.command()
 def explain(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or run:RUN/model.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="Rows to explain: a .csv or .parquet file.")],
+    model: Annotated[
+        str | None, typer.Argument(help="NAME@ALIAS, NAME/VERSION or run:RUN/model (not with --request-id).")
+    ] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Rows to explain: a .csv or .parquet file.")
+    ] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option("--request-id", help="Explain a served prediction from the prediction log instead."),
+    ] = None,
     rows: Annotated[int, typer.Option(min=1, help="Explain at most this many rows (the first ones).")] = 20,
     top: Annotated[int, typer.Option(min=1, help="Features shown per row in the table.")] = 5,
     format: Annotated[ExplainFormat, typer.Option("--format", "-f")] = ExplainFormat.table,
@@ -41,9 +49,15 @@ def explain(
 
     from molen.cli.render import console, print_json
     from molen.data.frames import read_table
+    from molen.errors import UsageError
     from molen.explain.shapley import explain as explain_rows
     from molen.registry.service import load_model
 
+    if request_id is not None:
+        _explain_request(ctx, request_id, top, format)
+        return
+    if model is None or input is None:
+        raise UsageError("give MODEL and --input rows.csv, or --request-id ID of a served prediction")
     frame = read_table(input, what="--input")
     predictor = load_model(model, workspace=open_workspace_of(ctx))
     explanation = explain_rows(predictor, frame.head(rows))
@@ -104,3 +118,27 @@ def _emit(text: str, output: Path | None) -> None:
         return
     write_atomic(output, text.encode())
     console().print(f"Wrote {output}")
+
+
+def _explain_request(ctx: typer.Context, request_id: str, top: int, format: ExplainFormat) -> None:
+    from molen.cli.render import console, print_json
+    from molen.explain.requests import explain_request
+
+    workspace = open_workspace_of(ctx)
+    found = explain_request(
+        request_id, log_root=workspace.settings["serving.prediction_log"], workspace=workspace
+    )
+    if format is ExplainFormat.json:
+        print_json({**found._asdict(), "timestamp": str(found.timestamp)})
+        return
+    out = console()
+    when = "logged when served" if found.logged else "computed now from the logged inputs"
+    out.print(
+        f"request [bold]{found.request_id}[/]: {found.model}/{found.version} ({found.role}) answered "
+        f"{found.prediction!r} at {found.timestamp}"
+    )
+    out.print(
+        f"{found.explainer} explainer, {when}; the {found.output}: {found.base_value:.4g} → {found.value:.4g}"
+    )
+    for name, value in sorted(found.attributions.items(), key=lambda item: -abs(item[1]))[:top]:
+        out.print(f"  {name} = {found.inputs.get(name)!s}  [{_colour(value)}]{value:+.4g}[/]")

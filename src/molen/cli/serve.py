@@ -34,6 +34,12 @@ def serve(
         typer.Option("--log-dir", help="Prediction log location (setting serving.prediction_log)."),
     ] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Keep no prediction log.")] = False,
+    explain_log: Annotated[
+        bool,
+        typer.Option(
+            "--explain-log", help="Also log SHAP attributions of every answered row (after answering)."
+        ),
+    ] = False,
     poll: Annotated[
         float, typer.Option(help="Seconds between checks of where the alias points (0: never).")
     ] = 5.0,
@@ -66,6 +72,7 @@ def serve(
         canary=canary,
         poll_interval=poll,
         max_body=max_body,
+        explain_log=explain_log,
         flags={key: value for key, value in (ctx.obj or {}).items() if value is not None} or None,
     )
     build_app(options)  # load once here: a wrong URI fails now, with one line, not in every worker

@@ -70,6 +70,11 @@ class ServerMetrics:
             "Rows the shadow challenger skipped because it fell behind.",
             registry=self.registry,
         )
+        self.explain_skipped = Counter(
+            "molen_explain_rows_skipped",
+            "Rows left unexplained because --explain-log fell behind.",
+            registry=self.registry,
+        )
         self.log_written = Gauge(
             "molen_log_rows_written",
             "Prediction log rows written.",

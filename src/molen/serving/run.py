@@ -32,6 +32,7 @@ class ServeOptions(NamedTuple):
     canary: str | None = None
     poll_interval: float = 5.0
     max_body: int = 16 * 1024 * 1024
+    explain_log: bool = False
     flags: dict[str, Any] | None = None
 
 
@@ -59,6 +60,7 @@ def build_app(options: ServeOptions) -> Any:
         shadow=shadow,
         canary=canary,
         canary_share=share,
+        explain_log=options.explain_log,
     )
     return create_app(
         server,

@@ -120,6 +120,7 @@ class ModelServer:
         shadow: ServedModel | None = None,
         canary: ServedModel | None = None,
         canary_share: float = 0.0,
+        explain_log: bool = False,
     ) -> None:
         if shadow is not None and canary is not None:
             raise UsageError("use --shadow or --canary, not both")
@@ -133,6 +134,12 @@ class ModelServer:
         self._shadow_pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="molen-shadow") if shadow else None
         )
+        if explain_log and prediction_log is None:
+            raise UsageError("--explain-log needs the prediction log (drop --no-log)")
+        self._explain_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="molen-explain") if explain_log else None
+        )
+        self._explain_backlog = 0
         self._counter = 0
         self._shadow_backlog = 0
         self._lock = threading.Lock()
@@ -219,7 +226,49 @@ class ModelServer:
                 self.metrics.shadow_skipped.inc(rows)
             else:
                 self._shadow_pool.submit(self._shadow_answer, inputs, ids)
+        if self._explain_pool is not None:
+            with self._lock:
+                behind = self._explain_backlog >= SHADOW_BACKLOG
+                if not behind:
+                    self._explain_backlog += 1
+            if behind:  # explanations cannot keep up: skip (counted) rather than queue without end
+                self.metrics.explain_skipped.inc(rows)
+            else:
+                self._explain_pool.submit(self._explain_answer, served.name, model, inputs, ids)
         return Answer(served.name, version, role, request_id, ids, predictions, proba, model.classes)
+
+    def _explain_answer(self, name: str, model: Predictor, inputs: Any, ids: list[str]) -> None:
+        """Attributions for answered rows, into the log's ``explanations`` (after the answer)."""
+        from molen.serving.predlog import utc_now
+
+        try:
+            import pandas as pd
+
+            data = inputs if hasattr(inputs, "iloc") else pd.DataFrame(inputs, columns=model.signature.names)
+            from molen.explain.shapley import explain
+
+            explanation = explain(model, data)
+            now = utc_now()
+            rows = [
+                {
+                    "request_id": request_id,
+                    "timestamp": now,
+                    "version": str(model.version),
+                    "explainer": explanation.explainer,
+                    "output_kind": explanation.output,
+                    "base_value": row["base_value"],
+                    "output": row["output"],
+                    "attributions": row["attributions"],
+                }
+                for request_id, row in zip(ids, explanation.rows(), strict=True)
+            ]
+            if self.log is not None:
+                self.log.append("explanations", name, rows, len(rows))
+        except Exception as exc:  # an explanation that fails must never touch serving
+            log.warning("explaining %s failed: %s", ids[0] if ids else "?", exc)
+        finally:
+            with self._lock:
+                self._explain_backlog -= 1
 
     def _shadow_answer(self, inputs: Any, ids: list[str]) -> None:
         try:
@@ -296,8 +345,10 @@ class ModelServer:
         return found
 
     def close(self) -> None:
-        """Finish the shadow work and flush the log."""
+        """Finish the shadow and explanation work and flush the log."""
         if self._shadow_pool is not None:
             self._shadow_pool.shutdown(wait=True)
+        if self._explain_pool is not None:
+            self._explain_pool.shutdown(wait=True)
         if self.log is not None:
             self.log.close()
