@@ -15,6 +15,7 @@ EXPECTED = [
     "RunRecord",
     "__version__",
     "active_run",
+    "drift_report",
     "end_run",
     "get_metric_history",
     "get_run",

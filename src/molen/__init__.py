@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from molen.entities import RunRecord
     from molen.errors import MolenError
     from molen.models.predictor import Predictor
+    from molen.monitor.drift import drift_report
     from molen.registry.service import load_model
     from molen.tracking.fluent import (
         log_artifact,
@@ -48,6 +49,7 @@ __all__ = [
     "RunRecord",
     "__version__",
     "active_run",
+    "drift_report",
     "end_run",
     "get_metric_history",
     "get_run",
@@ -76,6 +78,7 @@ _HOMES = {
     "MolenError": "molen.errors",
     "Predictor": "molen.models.predictor",
     "load_model": "molen.registry.service",
+    "drift_report": "molen.monitor.drift",
     "get_metric_history": "molen.tracking.reading",
     "get_run": "molen.tracking.reading",
     "search_runs": "molen.tracking.reading",

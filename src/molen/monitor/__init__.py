@@ -1,0 +1,1 @@
+"""Monitoring: data drift (:mod:`.drift`); reports over the prediction log come next."""
