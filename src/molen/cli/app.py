@@ -50,6 +50,7 @@ COMMANDS = {
     "serve": "molen.cli.serve",
     "predict": "molen.cli.serve",
     "explain": "molen.cli.explain",
+    "monitor": "molen.cli.monitor",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

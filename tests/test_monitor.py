@@ -1,0 +1,114 @@
+"""molen monitor: a window of the prediction log against the model's reference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.linear_model import LogisticRegression
+
+import molen
+from churn import churn_data, churn_pipeline
+from molen.project import init_project
+from molen.serving.run import ServeOptions, build_app
+
+pytestmark = pytest.mark.usefixtures("no_importance")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = tmp_path / "proj"
+    init_project(root, experiment="monitor")
+    monkeypatch.chdir(root)
+    frame, target = churn_data(rows=2000)
+    with molen.start_run() as run:
+        run.log_metric("accuracy", 0.95)
+        run.log_model(
+            churn_pipeline(LogisticRegression()).fit(frame, target),
+            "churn",
+            reference=frame,
+            y_reference=target,
+        )
+    yield root
+
+
+def serve(project: Path, rows: list[dict[str, Any]], truths: list[int] | None = None) -> None:
+    options = ServeOptions(
+        uri="churn/1", project=str(project), log_root=str(project / ".molen" / "log"), poll_interval=0
+    )
+    with TestClient(build_app(options)) as client:
+        for start in range(0, len(rows), 50):
+            answer = client.post("/predict", json=rows[start : start + 50]).json()
+            if truths is not None:
+                feedback = [
+                    {"request_id": i, "truth": t}
+                    for i, t in zip(answer["ids"], truths[start : start + 50], strict=True)
+                ]
+                client.post("/feedback", json=feedback)
+
+
+def monitor_cli(project: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "1h", "--format", "json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_steady_traffic_is_ok_and_drifted_traffic_alerts(project: Path) -> None:
+    frame, target = churn_data(rows=1500, seed=5)
+    serve(project, frame.to_dict("records"), target.tolist())
+    steady = monitor_cli(project)
+    assert steady.returncode == 0, steady.stdout + steady.stderr
+    report = json.loads(steady.stdout)
+    assert report["status"] == "ok" and report["rows"] == 1500
+    assert report["performance"]["coverage"] == 1.0 and report["performance"]["metrics"]["accuracy"] > 0.9
+    assert report["volume"]["versions"] == ["1"] and report["volume"]["latency_ms_p50"] > 0
+    assert report["performance"]["training_metrics"] == {"accuracy": 0.95}
+
+    rng = np.random.default_rng(9)
+    drifted = frame.assign(
+        tenure=rng.integers(0, 15, len(frame)),  # new customers only
+        charges=frame["charges"] + 200,  # far above anything seen in training
+        plan=rng.choice(["basic", "gold"], len(frame)),  # a plan the model never saw: refused, not logged
+    )
+    refused = drifted.assign(plan="basic")
+    serve(project, refused.to_dict("records"))
+    alert = monitor_cli(project)
+    assert alert.returncode == 2, alert.stdout + alert.stderr
+    report = json.loads(alert.stdout)
+    assert report["status"] == "alert" and report["data_drift"]["dataset_drift"]
+    drifted_columns = {c["column"] for c in report["data_drift"]["columns"] if c["drifted"]}
+    assert {"tenure", "charges", "plan"} <= drifted_columns
+    assert any(
+        check["check"] == "out of training range" and check["column"] == "charges"
+        for check in report["quality"]
+    )
+    assert report["prediction_drift"]["dataset_drift"]
+    table = subprocess.run(
+        [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "1h"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert table.returncode == 2 and "ALERT" in table.stdout and "dataset drift: yes" in table.stdout
+
+
+def test_an_empty_window_is_explained(project: Path) -> None:
+    empty = monitor_cli(project)
+    assert empty.returncode == 3 and "no predictions of churn logged" in empty.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "soon"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--window 'soon'" in bad.stderr
