@@ -100,6 +100,28 @@ def test_steady_traffic_is_ok_and_drifted_traffic_alerts(project: Path) -> None:
         text=True,
     )
     assert table.returncode == 2 and "ALERT" in table.stdout and "dataset drift: yes" in table.stdout
+    page = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "molen",
+            "monitor",
+            "churn/1",
+            "--window",
+            "1h",
+            "-f",
+            "html",
+            "-o",
+            "report.html",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert page.returncode == 2 and "ALERT: wrote report.html" in page.stdout
+    text = (project / "report.html").read_text()
+    assert text.startswith("<!doctype html>") and text.count("data:image/png;base64,") == 4  # prediction + 3
+    assert "<script" not in text and "http" not in text.split("<body>")[0] and "dataset drift <b>yes</b>" in text
 
 
 def test_an_empty_window_is_explained(project: Path) -> None:

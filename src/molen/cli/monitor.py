@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from molen.cli.app import ShowFormat, app, open_workspace_of
+from molen.cli.app import app, open_workspace_of
+
+
+class MonitorFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+    html = "html"
 
 
 @app.command()
@@ -17,7 +25,10 @@ def monitor(
     drift_share: Annotated[
         float, typer.Option(help="Share of drifted features that makes the dataset drift.")
     ] = 0.5,
-    format: Annotated[ShowFormat, typer.Option("--format", "-f")] = ShowFormat.table,
+    format: Annotated[MonitorFormat, typer.Option("--format", "-f")] = MonitorFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the JSON or HTML report here.")
+    ] = None,
 ) -> None:
     """Is it still working? Drift of inputs and predictions, quality, volume, feedback metrics.
 
@@ -29,15 +40,36 @@ def monitor(
     from molen.monitor.report import monitor as run_monitor
 
     workspace = open_workspace_of(ctx)
+    frames: dict[str, object] = {}
     report = run_monitor(
         model,
         log_root=workspace.settings["serving.prediction_log"],
         workspace=workspace,
         window=parse_window(window),
         drift_share=drift_share,
+        frames=frames,
     )
-    if format is ShowFormat.json:
+    if format is not MonitorFormat.table and output is not None:
+        import json
+
+        from molen.atomic import write_atomic
+
+        if format is MonitorFormat.html:
+            from molen.monitor.html import report_html
+
+            text = report_html(report, frames)
+        else:
+            text = json.dumps(report, indent=2, default=str)
+        write_atomic(output, text.encode())
+        console().print(f"{report['status'].upper()}: wrote {output}")
+        raise typer.Exit(STATUS_CODES[report["status"]])
+    if format is MonitorFormat.json:
         print_json(report)
+        raise typer.Exit(STATUS_CODES[report["status"]])
+    if format is MonitorFormat.html:
+        from molen.monitor.html import report_html
+
+        typer.echo(report_html(report, frames))
         raise typer.Exit(STATUS_CODES[report["status"]])
     from rich.table import Table
 

@@ -131,8 +131,12 @@ def monitor(
     since: datetime | None = None,
     until: datetime | None = None,
     drift_share: float = 0.5,
+    frames: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The monitoring report of the model ``uri`` over a window of the log (a JSON-ready dict)."""
+    """The monitoring report of the model ``uri`` over a window of the log (a JSON-ready dict).
+
+    ``frames``, when given, receives the reference and current inputs (``reference``,
+    ``current``) and predictions, for :func:`molen.monitor.html.report_html`."""
     import pandas as pd
 
     from molen.models.package import read_file, read_manifest
@@ -217,4 +221,10 @@ def monitor(
         status = "ok"
     report["status"] = status
     report["seconds"] = round(time.perf_counter() - started, 3)
+    if frames is not None:
+        frames["reference"] = reference[features]
+        frames["current"] = inputs[features]
+        if "__prediction__" in reference.columns:
+            frames["reference_prediction"] = reference["__prediction__"]
+            frames["current_prediction"] = frame["prediction"]
     return report
