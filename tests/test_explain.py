@@ -49,6 +49,16 @@ def logged(model: Any, reference: pd.DataFrame) -> Any:
         return molen.load_model(run.log_model(model, reference=reference).uri)
 
 
+def log_forest(frame: pd.DataFrame, target: pd.Series) -> None:
+    """A small random forest, registered as churn."""
+    with molen.start_run() as run:
+        run.log_model(
+            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
+            "churn",
+            reference=frame,
+        )
+
+
 def check(explanation: Any, expected_outputs: Any, *, atol: float = 1e-5) -> None:
     sums = explanation.values.sum(axis=1) + explanation.base_values
     np.testing.assert_allclose(sums, explanation.outputs, atol=1e-6)  # additivity
@@ -112,12 +122,7 @@ def test_model_agnostic_explainer_for_a_pipeline_with_text_and_a_generic_model(p
 
 def test_molen_explain_command(project: Path) -> None:
     frame, target = data()
-    with molen.start_run() as run:
-        run.log_model(
-            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
-            "churn",
-            reference=frame,
-        )
+    log_forest(frame, target)
     frame.head(3).to_csv(project / "rows.csv", index=False)
     done = subprocess.run(
         [sys.executable, "-m", "molen", "explain", "churn/1", "--input", "rows.csv", "--format", "json"],
@@ -152,12 +157,7 @@ def test_the_server_explains(project: Path) -> None:
     from molen.serving.run import ServeOptions, build_app
 
     frame, target = data()
-    with molen.start_run() as run:
-        run.log_model(
-            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
-            "churn",
-            reference=frame,
-        )
+    log_forest(frame, target)
     rows = frame.head(2).to_dict("records")
     with TestClient(build_app(ServeOptions(uri="churn/1", project=str(project), poll_interval=0))) as client:
         doc = client.post("/explain", json=rows).json()
@@ -172,12 +172,7 @@ def test_global_importance_is_computed_when_a_model_is_logged(
 ) -> None:
     monkeypatch.setenv("MOLEN_MODELS_IMPORTANCE", "true")
     frame, target = data()
-    with molen.start_run() as run:
-        run.log_model(
-            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
-            "churn",
-            reference=frame,
-        )
+    log_forest(frame, target)
     model = molen.load_model("churn/1")
     importance = model.manifest["importance"]
     assert next(iter(importance)) in {"a", "b"} and importance["n"] < importance["a"]  # n carries no signal
@@ -199,12 +194,7 @@ def test_global_importance_is_computed_when_a_model_is_logged(
 
 def test_plots_as_png_and_in_html(project: Path) -> None:
     frame, target = data()
-    with molen.start_run() as run:
-        run.log_model(
-            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
-            "churn",
-            reference=frame,
-        )
+    log_forest(frame, target)
     frame.head(4).to_csv(project / "rows.csv", index=False)
     done = subprocess.run(
         [
@@ -253,12 +243,7 @@ def test_why_did_we_answer_that_request(project: Path) -> None:
     from molen.workspace import open_workspace
 
     frame, target = data()
-    with molen.start_run() as run:
-        run.log_model(
-            RandomForestClassifier(n_estimators=10, random_state=0).fit(frame, target),
-            "churn",
-            reference=frame,
-        )
+    log_forest(frame, target)
     rows = frame.head(2).to_dict("records")
     log_root = str(project / ".molen" / "log")
     for explain_log in (False, True):
