@@ -135,3 +135,73 @@ def test_an_empty_window_is_explained(project: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "--window 'soon'" in bad.stderr
+
+
+def test_alert_rules_webhook_with_retries_and_on_alert(project: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+    calls = {"n": 0}
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls["n"] += 1
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if calls["n"] == 1:  # the first delivery fails: molen must retry
+                self.send_response(503)
+            else:
+                received.append(json.loads(body))
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with open(project / "molen.yaml", "a") as config:
+            config.write(
+                "monitor:\n"
+                "  alerts:\n"
+                "    - when: accuracy_drop > 0.5\n"  # cannot happen here
+                "    - when: rows > 100\n"  # fires: 300 rows
+                f"  webhook: http://127.0.0.1:{server.server_address[1]}/hook\n"
+            )
+        frame, target = churn_data(rows=300, seed=5)
+        serve(project, frame.to_dict("records"), target.tolist())
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "molen",
+                "monitor",
+                "churn/1",
+                "--window",
+                "1h",
+                "-f",
+                "json",
+                "--on-alert",
+                "echo retrain > on-alert.txt",
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["alerts"] == [{"rule": "rows > 100", "value": 300.0}]
+    assert (project / "on-alert.txt").read_text().strip() == "retrain"
+    assert calls["n"] == 2 and received[0]["alerts"] == report["alerts"] and received[0]["model"] == "churn"
+
+
+def test_bad_alert_rules_are_refused(project: Path) -> None:
+    with open(project / "molen.yaml", "a") as config:
+        config.write("monitor:\n  alerts:\n    - when: drift is high\n")
+    frame, _ = churn_data(rows=100, seed=5)
+    serve(project, frame.to_dict("records"))
+    done = monitor_cli(project)
+    assert done.returncode == 2 and "monitor.alerts[1] needs 'when: QUANTITY > NUMBER'" in done.stderr

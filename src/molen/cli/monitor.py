@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from molen.cli.app import app, open_workspace_of
+
+if TYPE_CHECKING:
+    from molen.workspace import Workspace
 
 
 class MonitorFormat(str, enum.Enum):
@@ -28,6 +31,10 @@ def monitor(
     format: Annotated[MonitorFormat, typer.Option("--format", "-f")] = MonitorFormat.table,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the JSON or HTML report here.")
+    ] = None,
+    on_alert: Annotated[
+        str | None,
+        typer.Option("--on-alert", help="A shell command to run when the status is alert (e.g. retrain)."),
     ] = None,
 ) -> None:
     """Is it still working? Drift of inputs and predictions, quality, volume, feedback metrics.
@@ -49,6 +56,7 @@ def monitor(
         drift_share=drift_share,
         frames=frames,
     )
+    _alerts(workspace, report, output, on_alert)
     if format is not MonitorFormat.table and output is not None:
         import json
 
@@ -119,3 +127,35 @@ def monitor(
     else:
         out.print("performance: no feedback yet for this window")
     raise typer.Exit(STATUS_CODES[report["status"]])
+
+
+def _alerts(workspace: Workspace, report: dict[str, Any], output: Path | None, on_alert: str | None) -> None:
+    """Apply molen.yaml's alert rules to ``report``; tell the webhook; run ``on_alert``."""
+    import subprocess
+
+    from molen.config import project_config
+    from molen.monitor.alerts import evaluate, load_alert_rules, notify
+
+    project = workspace.settings.project
+    rules, webhook = load_alert_rules(project_config(project)) if project is not None else ([], None)
+    fired = evaluate(rules, report)
+    report["alerts"] = fired
+    if fired:
+        report["status"] = "alert"
+    if report["status"] != "alert":
+        return
+    if webhook:
+        payload = {
+            "model": report["model"],
+            "uri": report["uri"],
+            "status": report["status"],
+            "alerts": fired,
+            "drifted_share": report["data_drift"]["drifted_share"],
+            "window": report["window"],
+            "report": str(output) if output else None,
+        }
+        if not notify(webhook, payload):
+            typer.echo(f"warning: the webhook {webhook} could not be reached; the alert stands", err=True)
+    if on_alert:
+        done = subprocess.run(on_alert, shell=True, check=False)  # the user's own command
+        report["on_alert_exit_code"] = done.returncode
