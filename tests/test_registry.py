@@ -442,3 +442,16 @@ def test_cli_registry_flow(project: Path) -> None:
     assert as_json["model"]["version"] == 1
     missing = molen_cli("models", "show", "nope/1", cwd=project)
     assert missing.returncode == 3 and "no registered model 'nope'" in missing.stderr
+
+
+def test_the_card_is_rendered_with_the_runs_metrics_as_they_are_now(project: Path) -> None:
+    frame, target = data()
+    with molen.start_run() as run:
+        run.log_model(LogisticRegression().fit(frame, target), "churn", reference=frame)
+        run.log_metric("late_auc", 0.77)  # after log_model: not in the stored card
+    service.set_alias("churn", 1, "production")
+    markdown = service.model_card("churn@production")
+    assert "| late_auc | 0.77 |" in markdown and "# Model card: churn / version 1" in markdown
+    assert "@production" in markdown
+    page = service.model_card("churn/1", html=True)
+    assert page.startswith("<!doctype html>") and "late_auc" in page

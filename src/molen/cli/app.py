@@ -67,6 +67,12 @@ class ShowFormat(str, Enum):
     json = "json"
 
 
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+    html = "html"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"molen {__version__}")

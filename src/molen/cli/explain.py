@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from molen.cli.app import app, open_workspace_of
-
-
-class ExplainFormat(str, enum.Enum):
-    table = "table"
-    json = "json"
-    html = "html"
+from molen.cli.app import ReportFormat, app, open_workspace_of
 
 
 @app.command()
@@ -32,7 +25,7 @@ def explain(
     ] = None,
     rows: Annotated[int, typer.Option(min=1, help="Explain at most this many rows (the first ones).")] = 20,
     top: Annotated[int, typer.Option(min=1, help="Features shown per row in the table.")] = 5,
-    format: Annotated[ExplainFormat, typer.Option("--format", "-f")] = ExplainFormat.table,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="Write the JSON or HTML here instead of printing it."),
@@ -61,7 +54,7 @@ def explain(
     frame = read_table(input, what="--input")
     predictor = load_model(model, workspace=open_workspace_of(ctx))
     explanation = explain_rows(predictor, frame.head(rows))
-    if png is not None or format is ExplainFormat.html:
+    if png is not None or format is ReportFormat.html:
         from molen.explain.plots import explanation_html, render_plots
 
         images = render_plots(explanation)
@@ -70,13 +63,13 @@ def explain(
             for name, data in images.items():
                 (png / name).write_bytes(data)
             console().print(f"Wrote {len(images)} plots to {png}")
-        if format is ExplainFormat.html:
+        if format is ReportFormat.html:
             page = explanation_html(
                 explanation, title=f"Why {predictor.uri} answered what it did", images=images
             )
             _emit(page, output)
             return
-    if format is ExplainFormat.json:
+    if format is ReportFormat.json:
         import json
 
         doc = {
@@ -120,7 +113,7 @@ def _emit(text: str, output: Path | None) -> None:
     console().print(f"Wrote {output}")
 
 
-def _explain_request(ctx: typer.Context, request_id: str, top: int, format: ExplainFormat) -> None:
+def _explain_request(ctx: typer.Context, request_id: str, top: int, format: ReportFormat) -> None:
     from molen.cli.render import console, print_json
     from molen.explain.requests import explain_request
 
@@ -128,7 +121,7 @@ def _explain_request(ctx: typer.Context, request_id: str, top: int, format: Expl
     found = explain_request(
         request_id, log_root=workspace.settings["serving.prediction_log"], workspace=workspace
     )
-    if format is ExplainFormat.json:
+    if format is ReportFormat.json:
         print_json({**found._asdict(), "timestamp": str(found.timestamp)})
         return
     out = console()

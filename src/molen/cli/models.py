@@ -95,7 +95,7 @@ def models_show(
     manifest = package_manifest(found.digest, workspace=workspace)
     version = found.version
     if card or output is not None:
-        _card(manifest, found, output, workspace)
+        _card(model, output, workspace)
         return
     verdicts = workspace.metadata.registry.verdicts(version.name, version.version) if version else []
     history = alias_history(version.name, workspace=workspace) if version else []
@@ -118,31 +118,15 @@ def models_show(
     console().print(f"\nModel card: molen models show {model} --card  (or -o card.html)")
 
 
-def _card(manifest: dict[str, Any], found: Any, output: Path | None, workspace: Any) -> None:
-    import json
-
+def _card(uri: str, output: Path | None, workspace: Any) -> None:
     from molen.atomic import write_atomic
     from molen.cli.render import console
-    from molen.models.card import card_html, card_markdown
-    from molen.models.package import read_file
+    from molen.registry.service import model_card
 
-    version = found.version
-    profile = None
-    if "profile.json" in manifest["files"]:
-        profile = json.loads(read_file(workspace.objects, manifest, "profile.json"))
-    markdown = card_markdown(
-        {**manifest, "digest": found.digest},
-        version=version.version if version else None,
-        aliases=version.aliases if version else (),
-        profile=profile,
-    )
     if output is None:
-        typer.echo(markdown)
+        typer.echo(model_card(uri, workspace=workspace))
         return
-    title = f"Model card: {version.uri if version else manifest.get('name') or 'model'}"
-    text = (
-        card_html(markdown, title=title, profile=profile) if output.suffix in {".html", ".htm"} else markdown
-    )
+    text = model_card(uri, html=output.suffix in {".html", ".htm"}, workspace=workspace)
     write_atomic(output, text.encode())
     console().print(f"Wrote the model card to {output}")
 

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
 
-from molen.cli.app import app, open_workspace_of
-
-if TYPE_CHECKING:
-    from molen.workspace import Workspace
-
-
-class MonitorFormat(str, enum.Enum):
-    table = "table"
-    json = "json"
-    html = "html"
+from molen.cli.app import ReportFormat, app, open_workspace_of
 
 
 @app.command()
@@ -28,7 +18,7 @@ def monitor(
     drift_share: Annotated[
         float, typer.Option(help="Share of drifted features that makes the dataset drift.")
     ] = 0.5,
-    format: Annotated[MonitorFormat, typer.Option("--format", "-f")] = MonitorFormat.table,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the JSON or HTML report here.")
     ] = None,
@@ -43,6 +33,7 @@ def monitor(
     the predictions drifted), so cron and CI can act on it.
     """
     from molen.cli.render import console, print_json
+    from molen.monitor.alerts import raise_alerts
     from molen.monitor.report import STATUS_CODES, parse_window
     from molen.monitor.report import monitor as run_monitor
 
@@ -56,13 +47,13 @@ def monitor(
         drift_share=drift_share,
         frames=frames,
     )
-    _alerts(workspace, report, output, on_alert)
-    if format is not MonitorFormat.table and output is not None:
+    raise_alerts(report, workspace, report_path=output, on_alert=on_alert)
+    if format is not ReportFormat.table and output is not None:
         import json
 
         from molen.atomic import write_atomic
 
-        if format is MonitorFormat.html:
+        if format is ReportFormat.html:
             from molen.monitor.html import report_html
 
             text = report_html(report, frames)
@@ -71,10 +62,10 @@ def monitor(
         write_atomic(output, text.encode())
         console().print(f"{report['status'].upper()}: wrote {output}")
         raise typer.Exit(STATUS_CODES[report["status"]])
-    if format is MonitorFormat.json:
+    if format is ReportFormat.json:
         print_json(report)
         raise typer.Exit(STATUS_CODES[report["status"]])
-    if format is MonitorFormat.html:
+    if format is ReportFormat.html:
         from molen.monitor.html import report_html
 
         typer.echo(report_html(report, frames))
@@ -127,35 +118,3 @@ def monitor(
     else:
         out.print("performance: no feedback yet for this window")
     raise typer.Exit(STATUS_CODES[report["status"]])
-
-
-def _alerts(workspace: Workspace, report: dict[str, Any], output: Path | None, on_alert: str | None) -> None:
-    """Apply molen.yaml's alert rules to ``report``; tell the webhook; run ``on_alert``."""
-    import subprocess
-
-    from molen.config import project_config
-    from molen.monitor.alerts import evaluate, load_alert_rules, notify
-
-    project = workspace.settings.project
-    rules, webhook = load_alert_rules(project_config(project)) if project is not None else ([], None)
-    fired = evaluate(rules, report)
-    report["alerts"] = fired
-    if fired:
-        report["status"] = "alert"
-    if report["status"] != "alert":
-        return
-    if webhook:
-        payload = {
-            "model": report["model"],
-            "uri": report["uri"],
-            "status": report["status"],
-            "alerts": fired,
-            "drifted_share": report["data_drift"]["drifted_share"],
-            "window": report["window"],
-            "report": str(output) if output else None,
-        }
-        if not notify(webhook, payload):
-            typer.echo(f"warning: the webhook {webhook} could not be reached; the alert stands", err=True)
-    if on_alert:
-        done = subprocess.run(on_alert, shell=True, check=False)  # the user's own command
-        report["on_alert_exit_code"] = done.returncode

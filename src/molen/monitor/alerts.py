@@ -24,11 +24,14 @@ import re
 import time
 import urllib.error
 import urllib.request
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from molen.errors import InvalidValueError
 
-__all__ = ["AlertRule", "evaluate", "load_alert_rules", "notify"]
+if TYPE_CHECKING:
+    from molen.workspace import Workspace
+
+__all__ = ["AlertRule", "evaluate", "load_alert_rules", "notify", "raise_alerts"]
 
 log = logging.getLogger("molen.monitor")
 _RULE = re.compile(r"\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*")
@@ -120,3 +123,39 @@ def notify(url: str, payload: dict[str, Any], *, attempts: int = 4, backoff: flo
         if attempt < attempts - 1:
             time.sleep(backoff * 2**attempt)
     return False
+
+
+def raise_alerts(
+    report: dict[str, Any], workspace: Workspace, *, report_path: Any = None, on_alert: str | None = None
+) -> None:
+    """Apply the project's alert rules to ``report`` (adding ``alerts`` and, when one fires,
+    status ``alert``); on alert, tell the webhook and run ``on_alert`` (its exit code is kept in
+    ``on_alert_exit_code``)."""
+    import subprocess
+    import sys
+
+    from molen.config import project_config
+
+    project = workspace.settings.project
+    rules, webhook = load_alert_rules(project_config(project)) if project is not None else ([], None)
+    fired = evaluate(rules, report)
+    report["alerts"] = fired
+    if fired:
+        report["status"] = "alert"
+    if report["status"] != "alert":
+        return
+    if webhook:
+        payload = {
+            "model": report["model"],
+            "uri": report["uri"],
+            "status": report["status"],
+            "alerts": fired,
+            "drifted_share": report["data_drift"]["drifted_share"],
+            "window": report["window"],
+            "report": str(report_path) if report_path else None,
+        }
+        if not notify(webhook, payload):
+            print(f"warning: the webhook {webhook} could not be reached; the alert stands", file=sys.stderr)
+    if on_alert:
+        done = subprocess.run(on_alert, shell=True, check=False)  # the user's own command
+        report["on_alert_exit_code"] = done.returncode

@@ -363,3 +363,38 @@ def parse_version(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise InvalidValueError(f"version {text!r} is not a number from 1")
     return int(text)
+
+
+def model_card(uri: str, *, html: bool = False, workspace: Workspace | None = None) -> str:
+    """The model card of ``uri`` rendered now: Markdown, or a self-contained HTML page. Unlike
+    the card stored at log time, it has the registered version, its aliases and the run's
+    metrics as they are now."""
+    import json
+
+    from molen.errors import NotFoundError as Missing
+    from molen.models.card import card_html, card_markdown
+    from molen.models.package import read_file
+
+    workspace = workspace or open_workspace()
+    found = resolve(uri, workspace=workspace)
+    manifest = read_manifest(workspace.objects, found.digest)
+    if found.run_id is not None:
+        try:
+            metrics = workspace.metadata.get_run(found.run_id).metrics
+            manifest["metrics"] = {key: value for key, value in metrics.items() if value == value}
+        except Missing:
+            pass
+    profile = None
+    if "profile.json" in manifest["files"]:
+        profile = json.loads(read_file(workspace.objects, manifest, "profile.json"))
+    version = found.version
+    markdown = card_markdown(
+        {**manifest, "digest": found.digest},
+        version=version.version if version else None,
+        aliases=version.aliases if version else (),
+        profile=profile,
+    )
+    if not html:
+        return markdown
+    title = f"Model card: {version.uri if version else manifest.get('name') or 'model'}"
+    return card_html(markdown, title=title, profile=profile)
