@@ -34,6 +34,9 @@ PEERS: dict[str, list[str]] = {
     "mlflow": ["mlflow==3.17.*"],
     # DVC with its S3 remote plugin (the latest releases when this was written).
     "dvc": ["dvc==3.67.*", "dvc-s3==3.3.*"],
+    # Evidently 0.7 (new Report/presets API), for the data-drift benchmark. Its import fails
+    # under pandas 3 (it imports pandas.core.dtypes.common.infer_dtype_from_object), so pandas 2.
+    "evidently": ["evidently==0.7.*", "pandas==2.3.*"],
 }
 
 

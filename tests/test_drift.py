@@ -1,4 +1,5 @@
-"""Data drift: the decision table's method per column, its statistics against SciPy's, verdicts."""
+"""Data drift: both decision tables' methods per column, their statistics against SciPy's, verdicts,
+the bins (in Python and in SQL) and the settings of molen.yaml."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from scipy.spatial import distance
 
 import molen
 from molen.errors import InvalidValueError
-from molen.monitor.drift import choose_method
+from molen.models.bins import bins_from_frame
+from molen.monitor.drift import DriftConfig, choose_method
 
 
 def frame(rows: int, *, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
@@ -48,7 +50,7 @@ def test_the_decision_table(kind: str, rows: int, distinct: int, method: str) ->
 
 def test_small_samples_use_p_values_matching_scipy() -> None:
     reference, current = frame(800), frame(700, shift=1.0, seed=1)
-    report = molen.drift_report(reference, current)
+    report = molen.drift_report(reference, current, preset="evidently")
     by_name = {c.column: c for c in report.columns}
     assert by_name["charges"].method == "ks"
     assert by_name["charges"].statistic == pytest.approx(
@@ -61,7 +63,7 @@ def test_small_samples_use_p_values_matching_scipy() -> None:
 
 def test_large_samples_use_distances() -> None:
     reference, current = frame(5000), frame(5000, shift=1.0, seed=1)
-    report = molen.drift_report(reference, current)
+    report = molen.drift_report(reference, current, preset="evidently")
     by_name = {c.column: c for c in report.columns}
     expected = stats.wasserstein_distance(reference["charges"], current["charges"]) / np.std(
         reference["charges"]
@@ -78,15 +80,122 @@ def test_large_samples_use_distances() -> None:
 
 
 def test_no_drift_between_samples_of_one_distribution() -> None:
-    report = molen.drift_report(frame(5000), frame(5000, seed=7))
+    report = molen.drift_report(frame(5000), frame(5000, seed=7), preset="evidently")
     assert not [c.column for c in report.columns if c.drifted] and report.drifted_share == 0.0
 
 
 def test_thresholds_share_and_bad_columns() -> None:
     reference, current = frame(5000), frame(5000, shift=1.0, seed=1)
-    strict = molen.drift_report(reference, current, thresholds={"wasserstein": 10.0}, drift_share=0.1)
+    strict = molen.drift_report(
+        reference, current, preset="evidently", thresholds={"wasserstein": 10.0}, drift_share=0.1
+    )
     assert not {c.column: c for c in strict.columns}["charges"].drifted and strict.dataset_drift
     with pytest.raises(InvalidValueError, match="not in both frames"):
         molen.drift_report(reference, current, columns=["nope"])
     as_polars = molen.drift_report(pytest.importorskip("polars").from_pandas(reference), current)
     assert as_polars.to_dict()["columns"][0]["column"] == "charges"
+
+
+# -- the molen preset: tests on the reference's bins ---------------------------------------------
+
+
+def test_large_samples_use_the_jensen_shannon_distance_on_reference_deciles() -> None:
+    reference, current = frame(5000), frame(5000, shift=1.0, seed=1)
+    report = molen.drift_report(reference, current)
+    by_name = {c.column: c for c in report.columns}
+    edges = np.unique(np.quantile(reference["charges"], np.arange(1, 10) / 10))
+    ref = np.bincount(np.searchsorted(edges, reference["charges"]), minlength=10) / 5000
+    cur = np.bincount(np.searchsorted(edges, current["charges"]), minlength=10) / 5000
+    assert by_name["charges"].method == "jensenshannon"
+    assert by_name["charges"].statistic == pytest.approx(distance.jensenshannon(ref, cur))
+    assert by_name["charges"].psi == pytest.approx(float(np.sum((cur - ref) * np.log(cur / ref))))
+    assert {c.column for c in report.columns if c.drifted} == {"charges", "plan"}
+    assert report.preset == "molen" and len(by_name["charges"].labels) == 10
+    assert sum(by_name["plan"].current_share) == pytest.approx(1.0)
+    steady = molen.drift_report(frame(5000), frame(5000, seed=7))
+    assert not [c.column for c in steady.columns if c.drifted]
+
+
+def test_small_samples_use_chi_squared_with_small_bins_pooled() -> None:
+    reference, current = frame(5000), frame(300, shift=1.0, seed=1)
+    report = molen.drift_report(reference, current)
+    by_name = {c.column: c for c in report.columns}
+    bins = bins_from_frame(reference)["charges"]
+    observed = bins.count(current["charges"])
+    expected = np.asarray(bins.reference) / 5000 * 300
+    assert (expected >= 5).all()  # deciles of 300 rows: nothing to pool
+    assert by_name["charges"].method == "chisquare"
+    assert by_name["charges"].statistic == pytest.approx(stats.chisquare(observed, expected).pvalue)
+    assert by_name["charges"].drifted and by_name["plan"].drifted and not by_name["steady"].drifted
+    assert not molen.drift_report(frame(5000), frame(300, seed=3)).dataset_drift
+    # a rare level (expected under 5 rows) is pooled rather than let one row decide
+    rare = pd.DataFrame({"plan": ["basic"] * 4990 + ["gold"] * 10})
+    one_gold = pd.DataFrame({"plan": ["basic"] * 99 + ["gold"]})
+    assert not molen.drift_report(rare, one_gold).columns[0].drifted
+
+
+def test_unseen_values_land_in_other_and_infinities_are_dropped() -> None:
+    reference = pd.DataFrame({"plan": ["basic", "pro"] * 50, "x": np.arange(100.0)})
+    bins = bins_from_frame(reference)
+    assert list(bins["plan"].count(pd.Series(["pro", "gold", None, "basic"]))) == [1, 1, 1]
+    assert bins["plan"].labels() == ["basic", "pro", "other"]
+    assert bins["x"].count(pd.Series([-5.0, 1e9, np.inf, np.nan])).sum() == 2
+    assert bins["x"].labels()[0].startswith("≤") and bins["x"].labels()[-1].startswith(">")
+
+
+def test_bins_in_sql_agree_with_bins_in_python() -> None:
+    duckdb = pytest.importorskip("duckdb")
+    reference = pd.DataFrame(
+        {"x": np.random.default_rng(0).normal(0, 1, 1000), "plan": ["a", "b", "it's"] * 333 + ["a"]}
+    )
+    bins = bins_from_frame(reference)
+    current = pd.DataFrame(
+        {"x": [-9.0, 0.0, 0.1, np.nan, np.inf, 9.0] * 2, "plan": ["a", "it's", "zz", None, "b", "a"] * 2}
+    )
+    connection = duckdb.connect()
+    connection.register("current", current)
+    for name in ("x", "plan"):
+        rows = connection.execute(f"SELECT {bins[name].sql_index(name)} AS k FROM current").fetchall()
+        from_sql = np.bincount([k for (k,) in rows if k is not None], minlength=bins[name].size)
+        assert list(from_sql) == list(bins[name].count(current[name])), name
+
+
+def test_a_binned_reference_gives_the_same_report_as_its_frame() -> None:
+    reference, current = frame(5000), frame(2000, shift=1.0, seed=1)
+    assert molen.drift_report(bins_from_frame(reference), current) == molen.drift_report(reference, current)
+    with pytest.raises(InvalidValueError, match="preset 'molen'"):
+        molen.drift_report(bins_from_frame(reference), current, preset="evidently")
+    with pytest.raises(InvalidValueError, match="preset 'nannyml' is unknown"):
+        molen.drift_report(reference, current, preset="nannyml")
+
+
+def test_thresholds_per_method_and_per_column() -> None:
+    reference, current = frame(5000), frame(5000, shift=1.0, seed=1)
+    lenient = molen.drift_report(reference, current, thresholds={"jensenshannon": 0.9})
+    assert not [c.column for c in lenient.columns if c.drifted]
+    one = molen.drift_report(reference, current, thresholds={"charges": 0.9})
+    assert {c.column for c in one.columns if c.drifted} == {"plan"}
+
+
+def test_drift_settings_from_molen_yaml() -> None:
+    assert DriftConfig.from_config({}) == DriftConfig()
+    found = DriftConfig.from_config(
+        {"monitor": {"drift": {"preset": "evidently", "drift_share": 0.3, "thresholds": {"ks": 0.01}}}}
+    )
+    assert found == DriftConfig("evidently", 0.3, {"ks": 0.01}, {})
+    for section, message in [
+        ({"preset": "nope"}, "preset 'nope' is unknown"),
+        ({"thresholds": {"ks": 0.1}}, "'ks' is not a method of preset molen"),
+        ({"columns": {"age": "high"}}, "monitor.drift.columns.age must be a number"),
+        ({"drift_share": True}, "must be a number"),
+        ("evidently", "must be a mapping"),
+    ]:
+        with pytest.raises(InvalidValueError, match=message):
+            DriftConfig.from_config({"monitor": {"drift": section}})
+
+
+def test_the_drift_report_renders_offline_html() -> None:
+    page = molen.drift_report(frame(5000), frame(5000, shift=1.0, seed=1)).html()
+    assert page.startswith("<!doctype html>") and "<script" not in page
+    assert page.count("data:image/png;base64,") == 2  # the two drifted columns
+    assert "charges" in page and "jensenshannon" in page

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,12 @@ from sklearn.linear_model import LogisticRegression
 
 import molen
 from churn import churn_data, churn_pipeline
+from molen.monitor.html import report_html
+from molen.monitor.report import monitor
 from molen.project import init_project
+from molen.serving.predlog import PredictionBatch, PredictionLog
 from molen.serving.run import ServeOptions, build_app
+from molen.workspace import open_workspace
 
 pytestmark = pytest.mark.usefixtures("no_importance")
 
@@ -120,7 +125,8 @@ def test_steady_traffic_is_ok_and_drifted_traffic_alerts(project: Path) -> None:
     )
     assert page.returncode == 2 and "ALERT: wrote report.html" in page.stdout
     text = (project / "report.html").read_text()
-    assert text.startswith("<!doctype html>") and text.count("data:image/png;base64,") == 4  # prediction + 3
+    assert text.startswith("<!doctype html>")
+    assert all(f'<img alt="{name}"' in text for name in ("prediction", "tenure", "charges", "plan"))
     assert "<script" not in text and "http" not in text.split("<body>")[0]
     assert "dataset drift <b>yes</b>" in text
 
@@ -205,3 +211,134 @@ def test_bad_alert_rules_are_refused(project: Path) -> None:
     serve(project, frame.to_dict("records"))
     done = monitor_cli(project)
     assert done.returncode == 2 and "monitor.alerts[1] needs 'when: QUANTITY > NUMBER'" in done.stderr
+
+
+def write_day(root: Path, day: datetime, frame: Any, *, truths: Any = None, tag: str = "") -> None:
+    """Log ``frame``'s predictions by churn/1 as if served on ``day`` (and their truths)."""
+    predictor = molen.load_model("churn/1")
+    log = PredictionLog(str(root), flush_interval=0.05)
+    ids = [f"{tag}{day:%m%d}-{i}" for i in range(len(frame))]
+    for start in range(0, len(frame), 100):
+        part = frame.iloc[start : start + 100]
+        batch = PredictionBatch(
+            list(part.columns),
+            part,
+            ids[start : start + 100],
+            "1",
+            "champion",
+            2.0,
+            predictor.predict(part),
+            predictor.predict_proba(part),
+        )
+        batch.timestamp = int((day + timedelta(minutes=start // 100)).timestamp() * 1_000_000)
+        log.append("predictions", "churn", batch, len(part))
+    if truths is not None:
+        rows = [
+            {"request_id": i, "timestamp": day, "truth": str(t)} for i, t in zip(ids, truths, strict=True)
+        ]
+        log.append("feedback", "churn", rows, len(rows))
+    log.close()
+
+
+def test_drift_and_performance_over_time_with_estimates(project: Path) -> None:
+    root = project / ".molen" / "log"
+    first = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    days = [first + timedelta(days=n) for n in range(3)]
+    for number, day in enumerate(days[:2]):
+        frame, target = churn_data(rows=1500, seed=20 + number)  # > 1000 rows a day: distances
+        write_day(root, day, frame, truths=target)
+    frame, _ = churn_data(rows=1500, seed=30)
+    rng = np.random.default_rng(3)
+    write_day(root, days[2], frame.assign(tenure=rng.integers(0, 6, 1500), charges=frame["charges"] * 0.6))
+    workspace = open_workspace(project)
+    report = monitor(
+        "churn/1", log_root=str(root), workspace=workspace, since=days[0], until=days[2] + timedelta(days=1)
+    )
+    timeline = report["timeline"]
+    assert [entry["start"][:10] for entry in timeline] == [f"{day:%Y-%m-%d}" for day in days]
+    assert [entry["dataset_drift"] for entry in timeline] == [False, False, True]
+    assert [entry["coverage"] for entry in timeline] == [1.0, 1.0, 0.0]
+    assert timeline[0]["metrics"]["accuracy"] > 0.9 and not timeline[2]["metrics"]
+    assert all(0.5 < entry["estimated"]["accuracy"] <= 1.0 for entry in timeline)
+    check = report["performance"]["estimate_check"]
+    assert check["buckets"] == 2 and check["mean_absolute_error"]["accuracy"] < 0.05
+    assert report["performance"]["coverage"] == pytest.approx(2 / 3)
+    assert {"accuracy", "precision", "recall", "f1", "roc_auc"} <= set(report["performance"]["metrics"])
+
+    first_day = monitor("churn/1", log_root=str(root), workspace=workspace, since=days[0], until=days[1])
+    assert len(first_day["timeline"]) == 1  # hourly under two days; the day's writes took 15 minutes
+    assert first_day["rows"] == 1500 and not first_day["data_drift"]["dataset_drift"]
+
+    steady = monitor(
+        "churn/1",
+        log_root=str(root),
+        workspace=workspace,
+        since=days[1],
+        until=days[2],
+        reference_since=days[0],
+    )
+    assert steady["reference"]["source"] == "log" and not steady["data_drift"]["dataset_drift"]
+    drifted = monitor(
+        "churn/1",
+        log_root=str(root),
+        workspace=workspace,
+        since=days[2],
+        until=days[2] + timedelta(days=1),
+        reference_since=days[0],
+        reference_until=days[2],
+    )
+    assert drifted["data_drift"]["dataset_drift"] and drifted["status"] == "alert"
+
+    page = report_html(report)
+    assert "Over time" in page and '<img alt="performance over time"' in page
+    assert '<img alt="share of drifted features"' in page
+
+    table = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "molen",
+            "monitor",
+            "churn/1",
+            "--since",
+            f"{days[0]:%Y-%m-%d}",
+            "--until",
+            f"{days[2] + timedelta(days=1):%Y-%m-%d}",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert table.returncode == 2 and "over time" in table.stdout and "est. accuracy" in table.stdout, (
+        table.stderr
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "molen", "monitor", "churn/1", "--since", "last tuesday"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--since 'last tuesday'" in bad.stderr
+
+
+def test_evidently_preset_and_thresholds_from_molen_yaml(project: Path) -> None:
+    frame, _ = churn_data(rows=1200, seed=7)
+    serve(project, frame.assign(charges=frame["charges"] + 3).to_dict("records"))  # 0.15 standard deviations
+    ours = json.loads(monitor_cli(project).stdout)
+    assert ours["data_drift"]["preset"] == "molen" and ours["status"] == "ok"
+    config = project / "molen.yaml"
+    config.write_text(config.read_text() + "monitor:\n  drift:\n    preset: evidently\n")
+    theirs = json.loads(monitor_cli(project).stdout)
+    by_name = {c["column"]: c for c in theirs["data_drift"]["columns"]}
+    assert theirs["data_drift"]["preset"] == "evidently" and by_name["charges"]["method"] == "wasserstein"
+    assert by_name["charges"]["drifted"]  # Evidently's table flags so small a shift; molen's does not
+    config.write_text(
+        config.read_text().replace(
+            "preset: evidently", "preset: evidently\n    thresholds: {wasserstein: 0.5}"
+        )
+    )
+    lenient = json.loads(monitor_cli(project).stdout)
+    assert not {c["column"]: c for c in lenient["data_drift"]["columns"]}["charges"]["drifted"]
+    config.write_text(config.read_text().replace("wasserstein: 0.5", "psi: 0.5"))
+    refused = monitor_cli(project)
+    assert refused.returncode == 2 and "'psi' is not a method of preset evidently" in refused.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,10 +14,31 @@ from molen.cli.app import ReportFormat, app, open_workspace_of
 def monitor(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION (its reference is the baseline).")],
-    window: Annotated[str, typer.Option(help="How far back from now: 30m, 12h, 1d, 2w.")] = "1d",
+    window: Annotated[str, typer.Option(help="How far back from --until: 30m, 12h, 1d, 2w.")] = "1d",
+    since: Annotated[
+        str | None, typer.Option(help="Start of the window: 2026-11-20, 2026-11-20T08:00 or 7d (ago).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="End of the window (default: now).")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Timeline step: 1h, 1d… (default: a day from 2 days on, else an hour).")
+    ] = None,
+    reference: Annotated[
+        str, typer.Option(help="Baseline: 'training' (the profile stored with the model) or 'log'.")
+    ] = "training",
+    reference_since: Annotated[
+        str | None, typer.Option(help="Baseline from the log, starting here (implies --reference log).")
+    ] = None,
+    reference_until: Annotated[
+        str | None, typer.Option(help="Baseline from the log, ending here (default: the window's start).")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Drift decision table: molen or evidently (default: molen.yaml, else molen)."),
+    ] = None,
     drift_share: Annotated[
-        float, typer.Option(help="Share of drifted features that makes the dataset drift.")
-    ] = 0.5,
+        float | None,
+        typer.Option(help="Share of drifted features that makes the dataset drift (default 0.5)."),
+    ] = None,
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the JSON or HTML report here.")
@@ -27,26 +48,53 @@ def monitor(
         typer.Option("--on-alert", help="A shell command to run when the status is alert (e.g. retrain)."),
     ] = None,
 ) -> None:
-    """Is it still working? Drift of inputs and predictions, quality, volume, feedback metrics.
+    """Is it still working? Drift of inputs and predictions, quality, volume, performance from
+    feedback and estimated from confidence, over the window and over time.
 
     Exit code: 0 ok, 1 warning (a feature drifted or a quality check failed), 2 alert (the dataset or
-    the predictions drifted), so cron and CI can act on it.
+    the predictions drifted, or an alert rule of molen.yaml fired), so cron and CI can act on it.
     """
-    from molen.cli.render import console, print_json
+    import dataclasses
+
+    from molen.cli.render import console, print_json, status
+    from molen.config import project_config
+    from molen.errors import InvalidValueError
     from molen.monitor.alerts import raise_alerts
-    from molen.monitor.report import STATUS_CODES, parse_window
+    from molen.monitor.drift import PRESETS, DriftConfig
+    from molen.monitor.report import STATUS_CODES, parse_time, parse_window
     from molen.monitor.report import monitor as run_monitor
 
     workspace = open_workspace_of(ctx)
-    frames: dict[str, object] = {}
-    report = run_monitor(
-        model,
-        log_root=workspace.settings["serving.prediction_log"],
-        workspace=workspace,
-        window=parse_window(window),
-        drift_share=drift_share,
-        frames=frames,
-    )
+    project = workspace.settings.project
+    config = DriftConfig.from_config(project_config(project)) if project is not None else DriftConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise InvalidValueError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
+        config = dataclasses.replace(config, preset=preset, thresholds={})
+    if drift_share is not None:
+        config = dataclasses.replace(config, drift_share=drift_share)
+    if reference not in {"training", "log"}:
+        raise InvalidValueError(f"--reference {reference!r}: use training or log")
+    window_end = parse_time(until, "--until") if until else None
+    window_start = parse_time(since, "--since") if since else None
+    baseline_start = parse_time(reference_since, "--reference-since") if reference_since else None
+    baseline_end = parse_time(reference_until, "--reference-until") if reference_until else None
+    if reference == "log" and baseline_start is None and baseline_end is None:
+        raise InvalidValueError("--reference log needs --reference-since (and optionally --reference-until)")
+    with status(f"monitoring {model}") as step:
+        report = run_monitor(
+            model,
+            log_root=workspace.settings["serving.prediction_log"],
+            workspace=workspace,
+            window=parse_window(window),
+            since=window_start,
+            until=window_end,
+            every=parse_window(every, "--every") if every else None,
+            reference_since=baseline_start,
+            reference_until=baseline_end,
+            drift=config,
+            progress=step,
+        )
     raise_alerts(report, workspace, report_path=output, on_alert=on_alert)
     if format is not ReportFormat.table and output is not None:
         import json
@@ -56,7 +104,7 @@ def monitor(
         if format is ReportFormat.html:
             from molen.monitor.html import report_html
 
-            text = report_html(report, frames)
+            text = report_html(report)
         else:
             text = json.dumps(report, indent=2, default=str)
         write_atomic(output, text.encode())
@@ -68,7 +116,7 @@ def monitor(
     if format is ReportFormat.html:
         from molen.monitor.html import report_html
 
-        typer.echo(report_html(report, frames))
+        typer.echo(report_html(report))
         raise typer.Exit(STATUS_CODES[report["status"]])
     from rich.table import Table
 
@@ -117,4 +165,41 @@ def monitor(
         out.print(f"performance on {covered}: {shown}")
     else:
         out.print("performance: no feedback yet for this window")
+    if performance.get("estimated"):
+        shown = "  ".join(f"{k}={v:.3f}" for k, v in performance["estimated"].items())
+        out.print(f"estimated from confidence (all rows, not feedback): {shown}")
+    if performance.get("estimate_check"):
+        check = performance["estimate_check"]
+        shown = "  ".join(f"{k}={v:.3f}" for k, v in check["mean_absolute_error"].items())
+        out.print(f"estimate vs realized over {check['buckets']} periods, mean absolute error: {shown}")
+    _print_timeline(out, report["timeline"])
+    for alert in report.get("alerts", []):
+        out.print(f"[red]alert[/] {alert['rule']} (value {alert['value']:.4g})")
     raise typer.Exit(STATUS_CODES[report["status"]])
+
+
+def _print_timeline(out: Any, timeline: list[dict[str, Any]]) -> None:
+    """Drift and performance per period, when the window spans more than one."""
+    if len(timeline) < 2:
+        return
+    from rich.table import Table
+
+    names = sorted({name for entry in timeline for name in (*entry["metrics"], *entry["estimated"])})
+    shown = [name for name in ("accuracy", "f1", "roc_auc", "mae", "rmse") if name in names][:1]
+    table = Table(box=None, header_style="bold", title="over time", title_justify="left")
+    for column in ("from", "rows", "drifted", "p95 ms", "feedback", *shown, *(f"est. {n}" for n in shown)):
+        table.add_column(column)
+    for entry in timeline:
+        realized = [f"{entry['metrics'][n]:.3f}" if n in entry["metrics"] else "" for n in shown]
+        estimated = [f"{entry['estimated'][n]:.3f}" if n in entry["estimated"] else "" for n in shown]
+        drifted = f"{entry['drifted_share']:.0%}"
+        table.add_row(
+            entry["start"][:16].replace("T", " ").replace(" 00:00", ""),
+            f"{entry['rows']:,}",
+            f"[red]{drifted}[/]" if entry["dataset_drift"] else drifted,
+            f"{entry['latency_ms_p95']:.1f}",
+            f"{entry['coverage']:.0%}",
+            *realized,
+            *estimated,
+        )
+    out.print(table)

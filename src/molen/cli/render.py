@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "format_value",
     "print_csv",
     "print_json",
+    "status",
 ]
 
 _console: Any = None
@@ -32,6 +34,19 @@ def console() -> Any:
 
         _console = Console(highlight=False)
     return _console
+
+
+@contextlib.contextmanager
+def status(text: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr while long work runs (silent unless stderr is a terminal); yields the
+    function that says which step it is on."""
+    if not sys.stderr.isatty():
+        yield lambda _step: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(text, spinner="dots") as shown:
+        yield lambda step: shown.update(f"{text}: {step}")
 
 
 def error(message: str) -> None:

@@ -1,7 +1,8 @@
 """The reference profile of a model's training data, computed once when the model is logged.
 
 Per feature: counts, missing values, and for numbers the mean, spread, quantiles and a
-histogram; for text the most frequent values. The same for the target and for the model's own
+histogram; for text the most frequent values; and the bins drift is measured on
+(:mod:`molen.models.bins`). The same for the target and for the model's own
 predictions on the reference sample. Monitoring compares live traffic against this profile and
 against the reference sample (``reference.parquet``, at most :data:`SAMPLE_ROWS` rows) stored
 beside it.
@@ -12,6 +13,8 @@ from __future__ import annotations
 import io
 import math
 from typing import Any
+
+from molen.models.bins import column_bins
 
 __all__ = ["SAMPLE_ROWS", "column_profile", "profile_frame", "reference_sample", "sample_parquet"]
 
@@ -35,6 +38,8 @@ def column_profile(series: Any) -> dict[str, Any]:
     count = len(series)
     missing = int(series.isna().sum())
     found: dict[str, Any] = {"count": count, "missing": missing}
+    if count > missing and series.dtype.kind != "M":
+        found["bins"] = column_bins(str(series.name), series).to_dict()
     kind = series.dtype.kind
     if kind in "iufb" and str(series.dtype) != "category":
         values = series.dropna().to_numpy(dtype="float64")
