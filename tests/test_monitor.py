@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -342,3 +343,38 @@ def test_evidently_preset_and_thresholds_from_molen_yaml(project: Path) -> None:
     config.write_text(config.read_text().replace("wasserstein: 0.5", "psi: 0.5"))
     refused = monitor_cli(project)
     assert refused.returncode == 2 and "'psi' is not a method of preset evidently" in refused.stderr
+
+
+def gauges(client: TestClient) -> dict[str, float]:
+    found = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(("molen_feature_drifted", "molen_drifted_share", "molen_drift_rows ")):
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    return found
+
+
+def test_the_server_exports_drift_gauges_per_period(project: Path) -> None:
+    options = ServeOptions(
+        uri="churn/1", project=str(project), log_root=None, poll_interval=0, drift_every=0.2
+    )
+    frame, _ = churn_data(rows=1500, seed=5)
+    with TestClient(build_app(options)) as client:
+        client.post("/predict", json=frame.to_dict("records"))
+        deadline = time.monotonic() + 10
+        while gauges(client).get("molen_drift_rows", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the watch thread publishes every 0.2 s
+        steady = gauges(client)
+        assert steady["molen_drift_rows"] == 1500 and steady["molen_drifted_share"] == 0.0
+        assert steady['molen_feature_drifted{feature="tenure"}'] == 0.0
+        watch = client.app.state.server.drift  # type: ignore[attr-defined]
+        watch.interval = 3600  # no more periods on their own: the test publishes the next one
+        drifted = frame.assign(tenure=frame["tenure"] // 6, charges=frame["charges"] * 0.7)
+        client.post("/predict", json=drifted.to_dict("records"))
+        watch.publish()
+        found = gauges(client)
+        assert found['molen_feature_drifted{feature="tenure"}'] == 1.0
+        assert found['molen_feature_drifted{feature="charges"}'] == 1.0
+        assert found['molen_feature_drifted{feature="plan"}'] == 0.0
+        assert found["molen_drifted_share"] == pytest.approx(2 / 3)
+        assert 'molen_feature_drift{feature="tenure",method="jensenshannon"}' in client.get("/metrics").text

@@ -40,6 +40,13 @@ def serve(
             "--explain-log", help="Also log SHAP attributions of every answered row (after answering)."
         ),
     ] = False,
+    drift_every: Annotated[
+        str | None,
+        typer.Option(
+            "--drift-every",
+            help="Export per-feature drift of each period (5m, 1h) as Prometheus gauges on /metrics.",
+        ),
+    ] = None,
     poll: Annotated[
         float, typer.Option(help="Seconds between checks of where the alias points (0: never).")
     ] = 5.0,
@@ -54,6 +61,7 @@ def serve(
     Every answered row is logged to Parquet for monitoring. Set MOLEN_SERVE_TOKEN to require a bearer token.
     """
     from molen.cli.render import console
+    from molen.monitor.report import parse_window
     from molen.serving.run import ServeOptions, build_app
     from molen.serving.run import serve as run_server
 
@@ -73,6 +81,7 @@ def serve(
         poll_interval=poll,
         max_body=max_body,
         explain_log=explain_log,
+        drift_every=parse_window(drift_every, "--drift-every").total_seconds() if drift_every else 0.0,
         flags={key: value for key, value in (ctx.obj or {}).items() if value is not None} or None,
     )
     build_app(options)  # load once here: a wrong URI fails now, with one line, not in every worker

@@ -162,7 +162,7 @@ def _volume_chart(times: list[datetime], timeline: list[dict[str, Any]]) -> str:
             color="#e45756",
             marker="o",
             markersize=3,
-            label=key[8:],
+            label=key.removeprefix("latency_ms_"),
         )
     latency.set_ylabel("latency ms", fontsize=8, color="#e45756")
     latency.set_ylim(bottom=0)

@@ -81,6 +81,41 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+        self.drift_rows = Gauge(
+            "molen_drift_rows",
+            "Rows in the last drift period (molen serve --drift-every).",
+            registry=self.registry,
+        )
+        self.feature_drift = Gauge(
+            "molen_feature_drift",
+            "Drift statistic of the last period against the reference bins, by feature and method "
+            "(chisquare: p-value, drift when < 0.05; jensenshannon: distance, drift when >= 0.1).",
+            ("feature", "method"),
+            registry=self.registry,
+        )
+        self.feature_psi = Gauge(
+            "molen_feature_psi",
+            "Population stability index of the last period, by feature.",
+            ("feature",),
+            registry=self.registry,
+        )
+        self.feature_drifted = Gauge(
+            "molen_feature_drifted",
+            "1 when the feature drifted in the last period.",
+            ("feature",),
+            registry=self.registry,
+        )
+        self.drifted_share = Gauge(
+            "molen_drifted_share",
+            "Share of input features that drifted in the last period.",
+            registry=self.registry,
+        )
+        self.drift_skipped = Counter(
+            "molen_drift_rows_skipped",
+            "Rows left out of the drift gauges because counting fell behind.",
+            registry=self.registry,
+        )
+
     def predicted(self, version: str, role: str, predictions: Any, classifier: bool) -> None:
         """Count the rows and the distribution of ``predictions``."""
         import numpy as np

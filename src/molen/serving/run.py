@@ -33,6 +33,7 @@ class ServeOptions(NamedTuple):
     poll_interval: float = 5.0
     max_body: int = 16 * 1024 * 1024
     explain_log: bool = False
+    drift_every: float = 0.0  # seconds; 0: no drift gauges
     flags: dict[str, Any] | None = None
 
 
@@ -61,6 +62,7 @@ def build_app(options: ServeOptions) -> Any:
         canary=canary,
         canary_share=share,
         explain_log=options.explain_log,
+        drift_every=options.drift_every,
     )
     return create_app(
         server,

@@ -121,6 +121,7 @@ class ModelServer:
         canary: ServedModel | None = None,
         canary_share: float = 0.0,
         explain_log: bool = False,
+        drift_every: float = 0.0,
     ) -> None:
         if shadow is not None and canary is not None:
             raise UsageError("use --shadow or --canary, not both")
@@ -139,6 +140,11 @@ class ModelServer:
         self._explain_pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="molen-explain") if explain_log else None
         )
+        self.drift = None
+        if drift_every > 0:
+            from molen.serving.drift import DriftWatch
+
+            self.drift = DriftWatch(metrics, drift_every, objects=champion.workspace.objects)
         self._explain_backlog = 0
         self._counter = 0
         self._shadow_backlog = 0
@@ -207,15 +213,14 @@ class ModelServer:
         if ids is None:
             ids = [request_id] if rows == 1 else [f"{request_id}-{index}" for index in range(rows)]
         version = str(model.version)
-        if self.log is not None:
-            self.log.append(
-                "predictions",
-                served.name,
-                PredictionBatch(
-                    model.signature.names, inputs, ids, version, role, latency_ms, predictions, proba
-                ),
-                rows,
+        if self.log is not None or self.drift is not None:
+            batch = PredictionBatch(
+                model.signature.names, inputs, ids, version, role, latency_ms, predictions, proba
             )
+            if self.log is not None:
+                self.log.append("predictions", served.name, batch, rows)
+            if self.drift is not None:
+                self.drift.add(model, batch)
         self.metrics.predicted(version, role, predictions, model.task == "classification")
         if self._shadow_pool is not None and self.shadow is not None:
             with self._lock:
@@ -350,5 +355,7 @@ class ModelServer:
             self._shadow_pool.shutdown(wait=True)
         if self._explain_pool is not None:
             self._explain_pool.shutdown(wait=True)
+        if self.drift is not None:
+            self.drift.close()
         if self.log is not None:
             self.log.close()
