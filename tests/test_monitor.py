@@ -134,7 +134,7 @@ def test_steady_traffic_is_ok_and_drifted_traffic_alerts(project: Path) -> None:
 
 def test_an_empty_window_is_explained(project: Path) -> None:
     empty = monitor_cli(project)
-    assert empty.returncode == 3 and "no predictions of churn logged" in empty.stderr
+    assert empty.returncode == 3 and "no predictions of churn version 1 logged" in empty.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "soon"],
         cwd=project,

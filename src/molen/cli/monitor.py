@@ -39,6 +39,9 @@ def monitor(
         float | None,
         typer.Option(help="Share of drifted features that makes the dataset drift (default 0.5)."),
     ] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Rows answered by every version, not only this one.")
+    ] = False,
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the JSON or HTML report here.")
@@ -51,15 +54,16 @@ def monitor(
     """Is it still working? Drift of inputs and predictions, quality, volume, performance from
     feedback and estimated from confidence, over the window and over time.
 
-    Exit code: 0 ok, 1 warning (a feature drifted or a quality check failed), 2 alert (the dataset or
-    the predictions drifted, or an alert rule of molen.yaml fired), so cron and CI can act on it.
+    Only the rows the named version answered count (--all-versions: every version's). Exit code:
+    0 ok, 1 warning (a feature or the predictions drifted, or a quality check failed), 2 alert (the
+    dataset drifted, or an alert rule of molen.yaml fired), so cron and CI can act on it.
     """
     import dataclasses
 
     from molen.cli.render import console, print_json, status
     from molen.config import project_config
     from molen.errors import InvalidValueError
-    from molen.monitor.alerts import raise_alerts
+    from molen.monitor.alerts import act_on_alert, apply_rules
     from molen.monitor.drift import PRESETS, DriftConfig
     from molen.monitor.report import STATUS_CODES, parse_time, parse_window
     from molen.monitor.report import monitor as run_monitor
@@ -93,23 +97,18 @@ def monitor(
             reference_since=baseline_start,
             reference_until=baseline_end,
             drift=config,
+            all_versions=all_versions,
             progress=step,
         )
-    raise_alerts(report, workspace, report_path=output, on_alert=on_alert)
-    if format is not ReportFormat.table and output is not None:
-        import json
-
-        from molen.atomic import write_atomic
-
-        if format is ReportFormat.html:
-            from molen.monitor.html import report_html
-
-            text = report_html(report)
-        else:
-            text = json.dumps(report, indent=2, default=str)
-        write_atomic(output, text.encode())
+    apply_rules(report, workspace)
+    if output is not None and format is not ReportFormat.table:
+        _write(report, format, output)
+        act_on_alert(report, workspace, report_path=output, on_alert=on_alert)
+        if on_alert and report["status"] == "alert":
+            _write(report, format, output)  # again, with the command's exit code
         console().print(f"{report['status'].upper()}: wrote {output}")
         raise typer.Exit(STATUS_CODES[report["status"]])
+    act_on_alert(report, workspace, report_path=output, on_alert=on_alert)
     if format is ReportFormat.json:
         print_json(report)
         raise typer.Exit(STATUS_CODES[report["status"]])
@@ -176,6 +175,21 @@ def monitor(
     for alert in report.get("alerts", []):
         out.print(f"[red]alert[/] {alert['rule']} (value {alert['value']:.4g})")
     raise typer.Exit(STATUS_CODES[report["status"]])
+
+
+def _write(report: dict[str, Any], format: ReportFormat, output: Path) -> None:
+    """The report as JSON or HTML, written atomically."""
+    import json
+
+    from molen.atomic import write_atomic
+
+    if format is ReportFormat.html:
+        from molen.monitor.html import report_html
+
+        text = report_html(report)
+    else:
+        text = json.dumps(report, indent=2, default=str)
+    write_atomic(output, text.encode())
 
 
 def _print_timeline(out: Any, timeline: list[dict[str, Any]]) -> None:

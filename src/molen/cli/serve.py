@@ -84,7 +84,8 @@ def serve(
         drift_every=parse_window(drift_every, "--drift-every").total_seconds() if drift_every else 0.0,
         flags={key: value for key, value in (ctx.obj or {}).items() if value is not None} or None,
     )
-    build_app(options)  # load once here: a wrong URI fails now, with one line, not in every worker
+    checked = build_app(options)  # load once here: a wrong URI fails now, with one line, not in every worker
+    checked.state.server.close()  # its log writer and threads: the workers make their own
     console().print(
         f"Serving [bold]{model}[/] on http://{host}:{port}  (docs: /docs, health: /health"
         + (f", predictions logged to {log_root}" if log_root else "")

@@ -32,8 +32,8 @@ class Bins(NamedTuple):
 
     @property
     def size(self) -> int:
-        """The number of bins."""
-        return len(self.reference)
+        """The number of bins: one more than the edges (numbers) or the known values ("other")."""
+        return len(self.edges) + 1 if self.kind == "numerical" else len(self.values) + 1
 
     def labels(self) -> list[str]:
         """A short name per bin, for plots and tables."""

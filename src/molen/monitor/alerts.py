@@ -31,7 +31,7 @@ from molen.errors import InvalidValueError
 if TYPE_CHECKING:
     from molen.workspace import Workspace
 
-__all__ = ["AlertRule", "evaluate", "load_alert_rules", "notify", "raise_alerts"]
+__all__ = ["AlertRule", "act_on_alert", "apply_rules", "evaluate", "load_alert_rules", "notify"]
 
 log = logging.getLogger("molen.monitor")
 _RULE = re.compile(r"\s*([a-z_][a-z0-9_]*)\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*")
@@ -125,31 +125,41 @@ def notify(url: str, payload: dict[str, Any], *, attempts: int = 4, backoff: flo
     return False
 
 
-def raise_alerts(
+def apply_rules(report: dict[str, Any], workspace: Workspace) -> list[dict[str, Any]]:
+    """Apply the project's alert rules to ``report``: adds ``alerts`` and, when one fires, makes
+    the status ``alert``. Returns the rules that fired."""
+    from molen.config import project_config
+
+    project = workspace.settings.project
+    rules, _ = load_alert_rules(project_config(project)) if project is not None else ([], None)
+    fired = evaluate(rules, report)
+    report["alerts"] = fired
+    if fired:
+        report["status"] = "alert"
+    return fired
+
+
+def act_on_alert(
     report: dict[str, Any], workspace: Workspace, *, report_path: Any = None, on_alert: str | None = None
 ) -> None:
-    """Apply the project's alert rules to ``report`` (adding ``alerts`` and, when one fires,
-    status ``alert``); on alert, tell the webhook and run ``on_alert`` (its exit code is kept in
-    ``on_alert_exit_code``)."""
+    """On an alert: tell the webhook and run ``on_alert`` (after the report is written, so the
+    command can read it; the command's output goes to stderr, never into a JSON report on stdout,
+    and its exit code is kept in ``on_alert_exit_code``)."""
     import subprocess
     import sys
 
     from molen.config import project_config
 
-    project = workspace.settings.project
-    rules, webhook = load_alert_rules(project_config(project)) if project is not None else ([], None)
-    fired = evaluate(rules, report)
-    report["alerts"] = fired
-    if fired:
-        report["status"] = "alert"
     if report["status"] != "alert":
         return
+    project = workspace.settings.project
+    _, webhook = load_alert_rules(project_config(project)) if project is not None else ([], None)
     if webhook:
         payload = {
             "model": report["model"],
             "uri": report["uri"],
             "status": report["status"],
-            "alerts": fired,
+            "alerts": report.get("alerts", []),
             "drifted_share": report["data_drift"]["drifted_share"],
             "window": report["window"],
             "report": str(report_path) if report_path else None,
@@ -157,5 +167,8 @@ def raise_alerts(
         if not notify(webhook, payload):
             print(f"warning: the webhook {webhook} could not be reached; the alert stands", file=sys.stderr)
     if on_alert:
-        done = subprocess.run(on_alert, shell=True, check=False)  # the user's own command
+        sys.stdout.flush()
+        done = subprocess.run(on_alert, shell=True, check=False, stdout=sys.stderr)  # the user's own command
         report["on_alert_exit_code"] = done.returncode
+        if done.returncode:
+            print(f"warning: --on-alert command exited {done.returncode}", file=sys.stderr)

@@ -32,8 +32,9 @@ def _quote(name: str) -> str:
 
 
 class LogQuery:
-    """The predictions (and feedback) of ``model`` between ``since`` and ``until``, bucketed by
-    ``bucket_seconds``; shadow rows are left out (they were not answered)."""
+    """The predictions (and feedback) of ``model`` between ``since`` and ``until`` (answered by
+    ``version``, or by any), bucketed by ``bucket_seconds``; shadow rows are left out (they were
+    not answered)."""
 
     def __init__(
         self,
@@ -43,6 +44,7 @@ class LogQuery:
         until: datetime,
         *,
         bucket_seconds: int,
+        version: str | None = None,
         storage_options: dict[str, Any] | None = None,
         memory_limit: str = "2GB",
     ) -> None:
@@ -56,11 +58,15 @@ class LogQuery:
         self.has_feedback = self._source("feedback")
         self.columns = self._columns() if self.has_predictions else set()
         self.span = _micros(since), _micros(until)
+        self.version = version
         self.where = self._where("")
 
     def _where(self, alias: str) -> str:
         stamp = f"epoch_us({alias}timestamp)"
-        return f"{stamp} >= {self.span[0]} AND {stamp} < {self.span[1]} AND {alias}role <> 'shadow'"
+        found = f"{stamp} >= {self.span[0]} AND {stamp} < {self.span[1]} AND {alias}role <> 'shadow'"
+        if self.version is not None:
+            found += f" AND {alias}version = '{self.version.replace(chr(39), '')}'"
+        return found
 
     def _source(self, kind: str) -> bool:
         """Define the view ``kind`` over the model's files; False when there are none."""

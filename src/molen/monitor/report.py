@@ -11,8 +11,9 @@ drift (:mod:`molen.monitor.drift`), the same per bucket (the timeline), realized
 bucket with its feedback coverage, and the estimate from confidence
 (:mod:`molen.monitor.performance`), kept apart and checked against the realized numbers.
 
-The status is ``ok`` (exit 0), ``warning`` (1: a feature drifted or a quality check failed) or
-``alert`` (2: the dataset or the predictions drifted, or an alert rule of ``molen.yaml`` fired).
+The status is ``ok`` (exit 0), ``warning`` (1: a feature or the predictions drifted, or a
+quality check failed) or ``alert`` (2: the dataset drifted, or an alert rule of ``molen.yaml``
+fired; ``when: prediction_drift > 0`` makes drifting predictions an alert too).
 """
 
 from __future__ import annotations
@@ -206,10 +207,13 @@ def monitor(
     reference_since: datetime | None = None,
     reference_until: datetime | None = None,
     drift: DriftConfig | None = None,
+    all_versions: bool = False,
     progress: Callable[[str], None] | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The monitoring report of the model ``uri`` over a window of the log (a JSON-ready dict)."""
+    """The monitoring report of the model ``uri`` over a window of the log (a JSON-ready dict):
+    the rows that version answered, or, with ``all_versions``, the rows of every version of the
+    model (against this version's reference)."""
     from molen.monitor.drift import DriftConfig, compare_counts, summarize
     from molen.monitor.logquery import LogQuery
 
@@ -229,16 +233,26 @@ def monitor(
             every or (timedelta(days=1) if until - since >= timedelta(days=2) else timedelta(hours=1))
         ).total_seconds()
     )
+    version = None if all_versions or model.version is None else str(model.version)
     query = LogQuery(
-        log_root, model.name, since, until, bucket_seconds=bucket_seconds, storage_options=storage_options
+        log_root,
+        model.name,
+        since,
+        until,
+        bucket_seconds=bucket_seconds,
+        version=version,
+        storage_options=storage_options,
     )
     try:
         step("counting rows and latency")
         volume = query.volume() if query.has_predictions else []
         if not volume:
+            answered = f"{model.name} version {version}" if version else model.name
             raise NotFoundError(
-                f"no predictions of {model.name} logged between {since:%Y-%m-%d %H:%M} and "
-                f"{until:%Y-%m-%d %H:%M} in {log_root}; widen --window or check serving.prediction_log"
+                f"no predictions of {answered} logged between {since:%Y-%m-%d %H:%M} and "
+                f"{until:%Y-%m-%d %H:%M} in {log_root}; widen --window"
+                + (", add --all-versions" if version else "")
+                + " or check serving.prediction_log"
             )
         features = [name for name in model.signature.names if name in query.input_fields()]
         if reference_since is not None or reference_until is not None:
@@ -382,9 +396,9 @@ def monitor(
         query.close()
     drifted = [c["column"] for c in report["data_drift"]["columns"] if c["drifted"]]
     prediction_drifted = bool(report.get("prediction_drift", {}).get("dataset_drift"))
-    if data.dataset_drift or prediction_drifted:
+    if data.dataset_drift:
         status = "alert"
-    elif drifted or report["quality"]:
+    elif drifted or prediction_drifted or report["quality"]:
         status = "warning"
     else:
         status = "ok"
