@@ -23,7 +23,7 @@ with 4 to 8 levels), drift injected in the current side's ``num_0`` (mean + 0.5 
 3. ``log``: a prediction log of 10,000,000 rows (10 days × 1,000,000, the last three drifted,
    60 % with feedback) written as the server writes it, then ``molen monitor --since … --every
    1d`` in a fresh process: target under 30 s; the process's peak RSS is reported (DuckDB runs
-   with a 2 GB memory limit).
+   with its default 512MB memory limit, setting monitor.memory_limit).
 4. ``explain``: ``molen.explain`` of 2,000 rows of an XGBoost model against
    ``shap.TreeExplainer(model)(rows)`` called directly: target at most 1.2×.
 

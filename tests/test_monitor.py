@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -142,6 +143,14 @@ def test_an_empty_window_is_explained(project: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "--window 'soon'" in bad.stderr
+    limit = subprocess.run(
+        [sys.executable, "-m", "molen", "monitor", "churn/1"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MOLEN_MONITOR_MEMORY_LIMIT": "lots"},
+    )
+    assert limit.returncode == 2 and "monitor.memory_limit" in limit.stderr and "512MB" in limit.stderr
 
 
 def test_alert_rules_webhook_with_retries_and_on_alert(project: Path) -> None:
@@ -378,3 +387,26 @@ def test_the_server_exports_drift_gauges_per_period(project: Path) -> None:
         assert found['molen_feature_drifted{feature="plan"}'] == 0.0
         assert found["molen_drifted_share"] == pytest.approx(2 / 3)
         assert 'molen_feature_drift{feature="tenure",method="jensenshannon"}' in client.get("/metrics").text
+
+
+def test_a_prediction_log_in_s3(
+    project: Path, s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The team setup: the server logs to an S3-compatible store (the objects' endpoint), and
+    monitor reads it there through the same client."""
+    monkeypatch.setenv("MOLEN_OBJECTS_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("MOLEN_SERVING_PREDICTION_LOG", f"s3://{s3_bucket}/log")
+    options = ServeOptions(
+        uri="churn/1", project=str(project), log_root=f"s3://{s3_bucket}/log", poll_interval=0
+    )
+    frame, target = churn_data(rows=1200, seed=5)
+    with TestClient(build_app(options)) as client:
+        answer = client.post("/predict", json=frame.to_dict("records")).json()
+        feedback = [{"request_id": i, "truth": int(t)} for i, t in zip(answer["ids"], target, strict=True)]
+        assert client.post("/feedback", json=feedback).status_code == 200
+    assert not (project / ".molen" / "log").exists()
+    done = monitor_cli(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["rows"] == 1200 and report["performance"]["coverage"] == 1.0
+    assert report["performance"]["metrics"]["accuracy"] > 0.9

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,6 +39,15 @@ def _parse_positive_float(text: str) -> float:
     if not value > 0:
         raise ValueError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _parse_memory(text: str) -> str:
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(MB|GB|MiB|GiB)\s*", str(text))
+    if not found or float(found.group(1)) <= 0:
+        raise ValueError(
+            f"{text!r} is not an amount of memory; use a number and MB or GB, as in 512MB or 2GB"
+        )
+    return f"{found.group(1)}{found.group(2)}"
 
 
 def _parse_choice(text: str, choices: tuple[str, ...]) -> str:
@@ -153,6 +163,12 @@ SETTINGS: tuple[Setting, ...] = (
         "model input columns the signature lacks: ignore (drop them) or refuse",
         lambda _: "ignore",
         lambda text: _parse_choice(text, ("ignore", "refuse")),
+    ),
+    Setting(
+        "monitor.memory_limit",
+        "memory DuckDB may use for one monitoring report (it spills to disk beyond): 512MB, 2GB, …",
+        lambda _: "512MB",
+        _parse_memory,
     ),
     Setting(
         "serving.prediction_log",

@@ -67,6 +67,7 @@ def monitor(
     from molen.monitor.drift import PRESETS, DriftConfig
     from molen.monitor.report import STATUS_CODES, parse_time, parse_window
     from molen.monitor.report import monitor as run_monitor
+    from molen.serving.predlog import log_storage_options
 
     workspace = open_workspace_of(ctx)
     project = workspace.settings.project
@@ -85,10 +86,11 @@ def monitor(
     baseline_end = parse_time(reference_until, "--reference-until") if reference_until else None
     if reference == "log" and baseline_start is None and baseline_end is None:
         raise InvalidValueError("--reference log needs --reference-since (and optionally --reference-until)")
+    log_root = workspace.settings["serving.prediction_log"]
     with status(f"monitoring {model}") as step:
         report = run_monitor(
             model,
-            log_root=workspace.settings["serving.prediction_log"],
+            log_root=log_root,
             workspace=workspace,
             window=parse_window(window),
             since=window_start,
@@ -99,6 +101,7 @@ def monitor(
             drift=config,
             all_versions=all_versions,
             progress=step,
+            storage_options=log_storage_options(log_root, workspace),
         )
     apply_rules(report, workspace)
     if output is not None and format is not ReportFormat.table:

@@ -35,16 +35,14 @@ class RequestExplanation(NamedTuple):
     logged: bool
 
 
-def _find(root: str, kind: str, request_id: str) -> dict[str, Any] | None:
-    import os
-
+def _find(root: str, kind: str, request_id: str, storage_options: dict[str, Any]) -> dict[str, Any] | None:
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    path = f"{root.rstrip('/')}/{kind}"
-    if "://" not in path and not os.path.isdir(path):
+    from molen.serving.predlog import log_dataset
+
+    dataset = log_dataset(root, kind, storage_options=storage_options)
+    if dataset is None:
         return None
-    dataset = ds.dataset(path, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
     table = dataset.to_table(filter=pc.field("request_id") == request_id)
     if not table.num_rows:
         return None
@@ -58,8 +56,10 @@ def explain_request(request_id: str, *, log_root: str, workspace: Workspace) -> 
 
     from molen.explain.shapley import explain
     from molen.registry.service import load_model
+    from molen.serving.predlog import log_storage_options
 
-    answered = _find(log_root, "predictions", request_id)
+    options = log_storage_options(log_root, workspace)
+    answered = _find(log_root, "predictions", request_id, options)
     if answered is None:
         raise NotFoundError(
             f"no prediction with request id {request_id!r} in the prediction log {log_root}; "
@@ -74,7 +74,7 @@ def explain_request(request_id: str, *, log_root: str, workspace: Workspace) -> 
         "inputs": dict(answered["inputs"]),
         "prediction": answered["prediction"],
     }
-    logged = _find(log_root, "explanations", request_id)
+    logged = _find(log_root, "explanations", request_id, options)
     if logged is not None and str(logged.get("version")) == base["version"]:
         attributions = {
             key: float(value) for key, value in logged["attributions"].items() if value is not None

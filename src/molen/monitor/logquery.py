@@ -15,6 +15,7 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from molen.errors import StoreError
 from molen.monitor.performance import PROBABILITY_BINS
 
 if TYPE_CHECKING:
@@ -46,12 +47,13 @@ class LogQuery:
         bucket_seconds: int,
         version: str | None = None,
         storage_options: dict[str, Any] | None = None,
-        memory_limit: str = "2GB",
+        memory_limit: str = "512MB",
     ) -> None:
         import duckdb
 
         self.root, self.model = root.rstrip("/"), model
         self.bucket = bucket_seconds * 1_000_000
+        self.memory_limit = memory_limit
         self.connection = duckdb.connect(config={"memory_limit": memory_limit})
         self._storage_options = storage_options or {}
         self.has_predictions = self._source("predictions")
@@ -84,14 +86,12 @@ class LogQuery:
                 f"CREATE VIEW {kind} AS SELECT * FROM read_parquet('{escaped}', union_by_name = true)"
             )
             return True
-        import fsspec
-        import pyarrow.dataset as ds
+        from molen.serving.predlog import log_dataset
 
-        fs, path = fsspec.core.url_to_fs(folder, **self._storage_options)
-        if not fs.exists(path):
-            return False
-        dataset = ds.dataset(path, filesystem=fs, format="parquet", ignore_prefixes=[".", "_"])
-        if not dataset.files:
+        dataset = log_dataset(
+            f"{self.root}/{kind}", f"model={self.model}", storage_options=self._storage_options
+        )
+        if dataset is None or not dataset.files:
             return False
         self.connection.register(f"{kind}_arrow", dataset)
         self.connection.execute(f"CREATE VIEW {kind} AS SELECT * FROM {kind}_arrow")
@@ -102,7 +102,16 @@ class LogQuery:
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
         """The rows of one query."""
-        return self.connection.execute(sql).fetchall()
+        import duckdb
+
+        try:
+            return self.connection.execute(sql).fetchall()
+        except duckdb.OutOfMemoryException:
+            raise StoreError(
+                f"reading the prediction log of {self.model} needs more than monitor.memory_limit "
+                f"({self.memory_limit}); raise it (monitor.memory_limit in molen.yaml, or "
+                "MOLEN_MONITOR_MEMORY_LIMIT=4GB) or narrow --window"
+            ) from None
 
     def input_fields(self) -> set[str]:
         """The input columns the log holds (fields of its ``inputs`` struct)."""
@@ -116,15 +125,15 @@ class LogQuery:
         """Per bucket: (bucket, rows, latency p50, latency p95, versions)."""
         return self.fetch(
             f"SELECT epoch_us(timestamp) // {self.bucket} AS b, count(*), "
-            "quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95), "
+            "approx_quantile(latency_ms, 0.5), approx_quantile(latency_ms, 0.95), "
             "string_agg(DISTINCT version, ',') "
             f"FROM predictions WHERE {self.where} GROUP BY b ORDER BY b"
         )
 
     def latency(self) -> tuple[float, float]:
-        """Latency p50 and p95 over the whole window."""
+        """Latency p50 and p95 over the whole window (t-digest estimates: constant memory)."""
         row = self.fetch(
-            "SELECT quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95) "
+            "SELECT approx_quantile(latency_ms, 0.5), approx_quantile(latency_ms, 0.95) "
             f"FROM predictions WHERE {self.where}"
         )[0]
         return float(row[0] or 0.0), float(row[1] or 0.0)

@@ -242,6 +242,7 @@ def monitor(
         bucket_seconds=bucket_seconds,
         version=version,
         storage_options=storage_options,
+        memory_limit=workspace.settings["monitor.memory_limit"],
     )
     try:
         step("counting rows and latency")
@@ -264,6 +265,7 @@ def monitor(
                 reference_until or since,
                 bucket_seconds=bucket_seconds,
                 storage_options=storage_options,
+                memory_limit=workspace.settings["monitor.memory_limit"],
             )
             try:
                 bins = _log_reference(earlier, features) if earlier.has_predictions else {}

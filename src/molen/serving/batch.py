@@ -91,9 +91,9 @@ def predict_file(
     chunks, total = _chunks(source, chunk_size)
     prediction_log = None
     if log_root:
-        from molen.serving.predlog import PredictionLog
+        from molen.serving.predlog import PredictionLog, log_storage_options
 
-        prediction_log = PredictionLog(log_root)
+        prediction_log = PredictionLog(log_root, storage_options=log_storage_options(log_root, workspace))
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     started = time.perf_counter()

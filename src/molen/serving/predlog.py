@@ -32,7 +32,15 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["PredictionBatch", "PredictionLog", "batches_to_arrow", "read_log", "utc_now"]
+__all__ = [
+    "PredictionBatch",
+    "PredictionLog",
+    "batches_to_arrow",
+    "log_dataset",
+    "log_storage_options",
+    "read_log",
+    "utc_now",
+]
 
 log = logging.getLogger("molen.serving")
 
@@ -284,19 +292,51 @@ class PredictionLog:
         self._write(self._take())  # anything appended while the writer finished
 
 
-def read_log(root: str, kind: str = "predictions", model: str | None = None) -> Any:
-    """The rows of a prediction log (or its feedback) as an Arrow table (all models, or one);
-    the ``model`` and ``date`` columns come from the partition folders."""
+def log_storage_options(root: str, workspace: Any) -> dict[str, Any]:
+    """fsspec options for a log in object storage: an ``s3://`` log goes to the same
+    S3-compatible endpoint as the project's objects (``objects.s3_endpoint_url``)."""
+    endpoint = workspace.settings["objects.s3_endpoint_url"]
+    if endpoint and root.split("://", 1)[0] in {"s3", "s3a"}:
+        return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+def log_dataset(root: str, kind: str, *, storage_options: dict[str, Any] | None = None) -> Any:
+    """The PyArrow dataset of one kind of log (``predictions``, ``feedback``, ``explanations``)
+    with its hive partitions, local or through fsspec; None when there is nothing yet."""
     import pyarrow.dataset as ds
 
     path = f"{root.rstrip('/')}/{kind}"
-    if "://" not in path and not os.path.isdir(path):
-        import pyarrow as pa
+    if "://" not in path:
+        if not os.path.isdir(path):
+            return None
+        return ds.dataset(path, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"])
+    import fsspec
 
+    fs, inside = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    if not fs.exists(inside):
+        return None
+    return ds.dataset(
+        inside, filesystem=fs, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"]
+    )
+
+
+def read_log(
+    root: str,
+    kind: str = "predictions",
+    model: str | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> Any:
+    """The rows of a prediction log (or its feedback) as an Arrow table (all models, or one);
+    the ``model`` and ``date`` columns come from the partition folders."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dataset = log_dataset(root, kind, storage_options=storage_options)
+    if dataset is None:
         return pa.table({})
-    table = ds.dataset(path, format="parquet", partitioning="hive", ignore_prefixes=[".", "_"]).to_table()
+    table = dataset.to_table()
     if model is not None and table.num_rows:
-        import pyarrow.compute as pc
-
         table = table.filter(pc.equal(table.column("model"), model))
     return table

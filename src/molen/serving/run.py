@@ -41,7 +41,7 @@ def build_app(options: ServeOptions) -> Any:
     """The FastAPI app for ``options`` (what each worker runs)."""
     from molen.serving.app import create_app
     from molen.serving.metrics import ServerMetrics
-    from molen.serving.predlog import PredictionLog
+    from molen.serving.predlog import PredictionLog, log_storage_options
     from molen.serving.server import ModelServer, ServedModel, parse_canary
     from molen.workspace import open_workspace
 
@@ -53,7 +53,11 @@ def build_app(options: ServeOptions) -> Any:
     if options.canary:
         uri, share = parse_canary(options.canary)
         canary = ServedModel(uri, workspace, role="canary")
-    prediction_log = PredictionLog(options.log_root) if options.log_root else None
+    prediction_log = (
+        PredictionLog(options.log_root, storage_options=log_storage_options(options.log_root, workspace))
+        if options.log_root
+        else None
+    )
     server = ModelServer(
         champion,
         metrics=ServerMetrics(),
