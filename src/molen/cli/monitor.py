@@ -209,7 +209,10 @@ def _print_timeline(out: Any, timeline: list[dict[str, Any]]) -> None:
     for entry in timeline:
         realized = [f"{entry['metrics'][n]:.3f}" if n in entry["metrics"] else "" for n in shown]
         estimated = [f"{entry['estimated'][n]:.3f}" if n in entry["estimated"] else "" for n in shown]
-        drifted = f"{entry['drifted_share']:.0%}"
+        names = [name for name, found in entry["drift"].items() if found["drifted"]]
+        drifted = f"{entry['drifted_share']:.0%}" + (
+            f" {', '.join(names[:3])}{'…' if len(names) > 3 else ''}" if names else ""
+        )
         table.add_row(
             entry["start"][:16].replace("T", " ").replace(" 00:00", ""),
             f"{entry['rows']:,}",
