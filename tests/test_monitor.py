@@ -223,16 +223,20 @@ def test_bad_alert_rules_are_refused(project: Path) -> None:
     assert done.returncode == 2 and "monitor.alerts[1] needs 'when: QUANTITY > NUMBER'" in done.stderr
 
 
-def write_day(root: Path, day: datetime, frame: Any, *, truths: Any = None, tag: str = "") -> None:
-    """Log ``frame``'s predictions by churn/1 as if served on ``day`` (and their truths)."""
+def write_day(
+    root: Path, day: datetime, frame: Any, *, truths: Any = None, tag: str = "", drop: str | None = None
+) -> None:
+    """Log ``frame``'s predictions by churn/1 as if served on ``day`` (and their truths), the
+    input column ``drop`` left out of the log."""
     predictor = molen.load_model("churn/1")
     log = PredictionLog(str(root), flush_interval=0.05)
     ids = [f"{tag}{day:%m%d}-{i}" for i in range(len(frame))]
     for start in range(0, len(frame), 100):
         part = frame.iloc[start : start + 100]
+        logged = part.drop(columns=[drop]) if drop else part
         batch = PredictionBatch(
-            list(part.columns),
-            part,
+            list(logged.columns),
+            logged,
             ids[start : start + 100],
             "1",
             "champion",
@@ -410,3 +414,23 @@ def test_a_prediction_log_in_s3(
     report = json.loads(done.stdout)
     assert report["rows"] == 1200 and report["performance"]["coverage"] == 1.0
     assert report["performance"]["metrics"]["accuracy"] > 0.9
+
+
+def test_an_input_missing_from_the_log_is_a_schema_problem(project: Path) -> None:
+    root = project / ".molen" / "log"
+    day = datetime.now(timezone.utc) - timedelta(hours=2)
+    frame, _ = churn_data(rows=500, seed=8)
+    write_day(root, day, frame, drop="plan")
+    report = monitor(
+        "churn/1", log_root=str(root), workspace=open_workspace(project), window=timedelta(days=1)
+    )
+    assert {
+        "column": "plan",
+        "check": "schema",
+        "share": 1.0,
+        "detail": "not in the logged inputs",
+    } in report["quality"]
+    assert report["status"] == "warning" and {c["column"] for c in report["data_drift"]["columns"]} == {
+        "tenure",
+        "charges",
+    }

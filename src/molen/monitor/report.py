@@ -255,7 +255,8 @@ def monitor(
                 + (", add --all-versions" if version else "")
                 + " or check serving.prediction_log"
             )
-        features = [name for name in model.signature.names if name in query.input_fields()]
+        logged = query.input_fields()
+        features = [name for name in model.signature.names if name in logged]
         if reference_since is not None or reference_until is not None:
             step("binning the reference window")
             earlier = LogQuery(
@@ -368,7 +369,12 @@ def monitor(
                 prediction_buckets = {
                     bucket: compare_counts(bins["__prediction__"], found) for bucket, found in counts.items()
                 }
-        report["quality"] = quality
+        missing_columns = [
+            {"column": name, "check": "schema", "share": 1.0, "detail": "not in the logged inputs"}
+            for name in model.signature.names
+            if name not in logged
+        ]
+        report["quality"] = missing_columns + quality
         p50, p95 = query.latency()
         report["volume"] = {
             "rows": int(total_rows),
