@@ -38,6 +38,7 @@ GROUPS = {
     "exp": "molen.cli.exp",
     "models": "molen.cli.models",
     "build": "molen.cli.build",
+    "template": "molen.cli.template",
 }
 #: Top-level commands kept in their own modules (imported the same way); they register
 #: themselves on ``app`` when imported.
@@ -120,17 +121,54 @@ def open_workspace_of(ctx: typer.Context) -> Workspace:
 
 @app.command()
 def init(
-    path: Annotated[Path, typer.Argument(help="Folder of the new project (created if missing).")] = Path("."),
+    path: Annotated[
+        Path, typer.Argument(help="The project's folder (created if missing); its name names the model.")
+    ] = Path("."),
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            "-t",
+            help="classification, regression, or blank (molen.yaml only). Default: classification "
+            "for a new or empty folder, blank for a folder that already holds files.",
+        ),
+    ] = None,
+    no_git: Annotated[bool, typer.Option("--no-git", help="Make no git repository.")] = False,
+    list_templates: Annotated[bool, typer.Option("--list", help="List the templates and exit.")] = False,
     experiment: Annotated[
-        str | None, typer.Option(help="Default experiment name (default: the folder name).")
+        str | None, typer.Option(help="Default experiment name (blank projects; default: the folder name).")
     ] = None,
 ) -> None:
-    """Make a folder a molen project: molen.yaml for settings, .molen/ for local state."""
+    """Start a project: a ready one from a template (data versioned, a prepare -> train -> evaluate
+    pipeline, tests, a lock file, Dockerfile, CI workflows, git), or a blank one in an existing folder.
+    """
     from molen.cli.render import console
-    from molen.project import init_project
 
-    project = init_project(path, experiment=experiment)
-    console().print(f"Initialised molen project in [bold]{project.root}[/]")
+    out = console()
+    if list_templates:
+        from molen.scaffold import TEMPLATES
+
+        for found in TEMPLATES.values():
+            out.print(f"[bold]{found.name:<15}[/] {found.description}")
+        out.print(
+            f"[bold]{'blank':<15}[/] molen.yaml and .molen/ only, for a folder that already has its code"
+        )
+        return
+    if template is None:
+        existing = path.is_dir() and any(path.iterdir())
+        template = "blank" if existing else "classification"
+    if template == "blank":
+        from molen.project import init_project
+
+        project = init_project(path, experiment=experiment)
+        out.print(f"Initialised molen project in [bold]{project.root}[/]")
+        return
+    from molen.scaffold import create_project
+
+    root = create_project(path, template, git=not no_git, echo=lambda line: out.print(f"[dim]{line}[/]"))
+    out.print(f"Created the {template} project [bold]{root.name}[/] in {root}. Next:")
+    out.print(f"  cd {path}\n  molen repro            # prepare -> train -> evaluate, the model registered")
+    out.print("  molen runs list;  molen models list;  cat README.md")
 
 
 @app.command()

@@ -57,16 +57,18 @@ def repro(
     and params ran before (here, or on a teammate's machine after `molen data pull`) gets its
     outs back from the run cache instead of running. The result is written to molen.lock.
     """
-    from molen.cli.quick import pipeline_repro, print_outcome
+    from molen.cli.quick import pipeline_repro, print_outcome, warn_environment
 
+    workspace = open_workspace_of(ctx)
     if verify is None:
-        pipeline_repro(open_workspace_of(ctx), stages, force, dry, downstream, jobs)
+        pipeline_repro(workspace, stages, force, dry, downstream, jobs)
         return
+    warn_environment(workspace, verify)
     from molen.cli.render import console
     from molen.data.tracked import DataSession
     from molen.pipeline.verify import verify_run
 
-    result = verify_run(DataSession(open_workspace_of(ctx)), verify, tolerance=tolerance, echo=print_outcome)
+    result = verify_run(DataSession(workspace), verify, tolerance=tolerance, echo=print_outcome)
     out = console()
     if result.reproduced:
         out.print(f"[green]run {result.run_id[:12]} reproduces[/]: same outs, same metrics")

@@ -177,6 +177,22 @@ def print_outcome(outcome: StageOutcome) -> None:
         print(f"{'':>12}{_paint('31', outcome.error)}", flush=True)
 
 
+def warn_environment(workspace: Workspace, run_id: str | None = None) -> None:
+    """Warn (stderr) when the installed packages differ from the project's requirements.lock,
+    and with ``run_id``, from the environment that run recorded."""
+    from molen.envlock import environment_differences
+
+    found = environment_differences(workspace, run_id)
+    if not found:
+        return
+    count = f"{len(found)} difference{'s' if len(found) > 1 else ''}"
+    print(f"warning: this environment differs from the recorded one ({count}):", file=sys.stderr)
+    for line in found[:12]:
+        print(f"  {line}", file=sys.stderr)
+    if len(found) > 12:
+        print(f"  … and {len(found) - 12} more", file=sys.stderr)
+
+
 def pipeline_repro(
     workspace: Workspace | None = None,
     stages: list[str] | None = None,
@@ -198,6 +214,7 @@ def pipeline_repro(
 
     session = DataSession(workspace or open_workspace())
     pipeline = load_pipeline(session.project, project_config(session.project))
+    warn_environment(session.workspace)
     echo = print_outcome
 
     options = RunOptions(  # set by `molen exp run` for an experiment of a sweep

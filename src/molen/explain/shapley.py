@@ -49,6 +49,7 @@ LINEAR = {
     "SGDRegressor",
 }
 BACKGROUND_ROWS = 100
+QUICK_BACKGROUND_ROWS = 30
 
 
 class Explanation(NamedTuple):
@@ -114,8 +115,10 @@ def _estimator(predictor: Predictor) -> Any:
     return getattr(model, "booster", model) if predictor.flavor == "lightgbm" else model
 
 
-def explain(predictor: Predictor, data: Any) -> Explanation:
-    """Attributions for every row of ``data`` (see the module docstring for the method)."""
+def explain(predictor: Predictor, data: Any, *, quick: bool = False) -> Explanation:
+    """Attributions for every row of ``data`` (see the module docstring for the method).
+    ``quick`` gives the permutation explainer one permutation per row and a 30-row background
+    (global importance averages many rows, so it needs less per row)."""
     frame = predictor.validate(data)
     kind = type(predictor.model).__name__
     numeric = predictor.signature.numeric
@@ -123,7 +126,7 @@ def explain(predictor: Predictor, data: Any) -> Explanation:
         return _tree(predictor, frame)
     if kind in LINEAR and numeric:
         return _linear(predictor, frame)
-    return _permutation(predictor, frame)
+    return _permutation(predictor, frame, quick=quick)
 
 
 def _positive(array: Any, predictor: Predictor) -> Any:
@@ -211,11 +214,13 @@ class _Codes:
         return pd.DataFrame(data)
 
 
-def _permutation(predictor: Predictor, frame: Any) -> Explanation:
+def _permutation(predictor: Predictor, frame: Any, *, quick: bool = False) -> Explanation:
     import numpy as np
 
     shap = _shap()
     background = _background(predictor, frame)
+    if quick and len(background) > QUICK_BACKGROUND_ROWS:
+        background = background.sample(QUICK_BACKGROUND_ROWS, random_state=0)
     codes = _Codes([frame, background], predictor.signature.names)
     classes = predictor.classes
 
@@ -229,7 +234,8 @@ def _permutation(predictor: Predictor, frame: Any) -> Explanation:
     explainer = shap.explainers.Permutation(
         output, shap.maskers.Independent(codes.encode(background), max_samples=BACKGROUND_ROWS)
     )
-    result = explainer(codes.encode(frame), max_evals=max(2 * features + 1, 10 * features))
+    evals = 2 * features + 1 if quick else max(2 * features + 1, 10 * features)
+    result = explainer(codes.encode(frame), max_evals=evals)
     values = np.asarray(result.values, dtype=float)
     base = np.asarray(result.base_values, dtype=float).reshape(len(values))
     label = f"probability of {classes[-1]}" if predictor.has_proba and classes else "prediction"
@@ -240,10 +246,11 @@ def _permutation(predictor: Predictor, frame: Any) -> Explanation:
 
 def global_importance(predictor: Predictor, rows: Any, *, limit: int = 100) -> dict[str, float]:
     """Mean absolute attribution of each feature over (at most ``limit`` of) ``rows``, largest
-    first: what the model leans on overall."""
+    first: what the model leans on overall (the quick permutation budget for models that need
+    the permutation explainer)."""
     import numpy as np
 
-    explanation = explain(predictor, rows.head(limit))
+    explanation = explain(predictor, rows.head(limit), quick=True)
     means = np.abs(explanation.values).mean(axis=0)
     ranked = sorted(zip(explanation.features, means.tolist(), strict=True), key=lambda item: -item[1])
     return {name: float(value) for name, value in ranked}

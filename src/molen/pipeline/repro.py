@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -179,6 +180,8 @@ class _Execution:
         settings = self.session.workspace.settings
         env = {
             **os.environ,
+            # `python` in a stage is the interpreter molen runs on (its venv), activated or not
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             **stage.env,
             RUN_ID_ENV: run.id,
             "MOLEN_STAGE": stage.name,

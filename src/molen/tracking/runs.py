@@ -455,6 +455,12 @@ def _system_tags(workspace: Workspace) -> dict[str, str]:
         tags["molen.git.dirty"] = "true" if code.dirty else "false"
         if code.diff_hash:
             tags["molen.git.diff_hash"] = code.diff_hash
+    if project is not None:
+        from molen.envlock import lock_hash
+
+        locked = lock_hash(project.root)
+        if locked is not None:
+            tags["molen.env.lock"] = locked
     return tags
 
 
