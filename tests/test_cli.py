@@ -208,21 +208,3 @@ def test_the_flag_beats_the_environment(project: Path, tmp_path: Path) -> None:
         cli("--tracking-uri", f"sqlite:///{other}", "config", "show", "-f", "json", cwd=project).stdout
     )
     assert shown["tracking.uri"]["source"] == "flag"
-
-
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = cli("demo", "--keep", str(tmp_path / "demo"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "runs compare" in result.stdout
-    records = json.loads(cli("runs", "list", "-f", "json", cwd=tmp_path / "demo").stdout)
-    assert len(records) == 3 + 1 + 1 + 4  # three scripted runs, a repro, a sweep of four
-    assert all(r["status"] == "FINISHED" and r["tags"]["molen.git.commit"] for r in records)
-    assert "up-to-date  train" in result.stdout  # the second repro had nothing to do
-    models = json.loads(cli("models", "list", "-f", "json", cwd=tmp_path / "demo").stdout)
-    assert [(m["name"], m["version_count"]) for m in models] == [("churn", 3)]
-    assert "production" in models[0]["aliases"]
-    assert "Promoted churn/" in result.stdout and "model churn/" in result.stdout  # the gate, the lineage
-    shown = json.loads(cli("exp", "show", "-f", "json", cwd=tmp_path / "demo").stdout)
-    assert len(shown) == 5 and all(
-        "auc" in row["metrics"] and "train_loss" in row["metrics"] for row in shown
-    )

@@ -302,7 +302,6 @@ def test_home_relative_objects_url_is_not_put_under_the_root(
         ("MOLEN_TRACKING_FLUSH_INTERVAL", "-1"),
         ("MOLEN_TRACKING_FLUSH_INTERVAL", "0"),
         ("MOLEN_TRACKING_FLUSH_INTERVAL", "nan"),
-        ("MOLEN_TRACKING_FLUSH_INTERVAL", ""),
         ("MOLEN_TRACKING_HEARTBEAT_INTERVAL", "-0.5"),
         ("MOLEN_OBJECTS_VERIFY", "maybe"),
         ("MOLEN_TRACKING_CAPTURE_PACKAGES", "2"),
@@ -510,3 +509,13 @@ def test_the_parsed_config_is_kept_and_refreshed_when_the_file_changes(project: 
     write_config(project, "tracking:\n  experiment: 2026-01-01\n")  # a date: not kept as JSON
     config._file_cache.clear()
     assert str(load_settings(project.root)["tracking.experiment"]) == "2026-01-01"
+
+
+def test_an_empty_environment_variable_counts_as_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI systems pass a secret that is not set as an empty string."""
+    monkeypatch.setenv("MOLEN_OBJECTS_S3_ENDPOINT_URL", "")
+    monkeypatch.setenv("MOLEN_DATA_JOBS", "")
+    settings = load_settings(tmp_path, require_project=False)
+    assert settings["objects.s3_endpoint_url"] is None and settings["data.jobs"] == 16

@@ -346,7 +346,7 @@ def test_gate_scores_both_models_on_holdout_data(project: Path) -> None:
     verdict = run_gate("churn", data=project / "holdout.parquet", target="churned", rules=[GateRule("auc")])
     assert verdict["mode"] == "holdout" and verdict["data"]["rows"] == 300
     candidate, champion = verdict["metrics"]["candidate"], verdict["metrics"]["champion"]
-    assert set(candidate) == {"accuracy", "precision", "recall", "f1", "auc", "log_loss"}
+    assert set(candidate) == {"accuracy", "precision", "recall", "f1", "auc", "roc_auc", "log_loss"}
     assert champion["auc"] > 0.8 > candidate["auc"]
     assert not verdict["passed"]
     with pytest.raises(UsageError, match="--data needs --target"):

@@ -362,7 +362,7 @@ def load_settings(
         if setting.key in flags:
             value = _parse(setting, flags[setting.key], "a flag")
             resolved[setting.key] = Resolved(value, "flag")
-        elif setting.env in os.environ:
+        elif os.environ.get(setting.env):  # empty counts as unset: CI passes unset secrets so
             value = _parse(setting, os.environ[setting.env], setting.env)
             resolved[setting.key] = Resolved(value, f"env {setting.env}")
         elif (raw := _lookup(file_data, setting.key)) is not None:

@@ -1,244 +1,281 @@
-"""molen's main job, as a short demo: versioned data, tracked runs, models, a pipeline, experiments.
+"""molen's main job: the whole life cycle on the embedded default, in a fresh project.
 
-Run it with ``bash scripts/demo.sh`` (or ``molen demo``). It trains a tiny logistic regression
-in pure Python three times with different learning rates, records every run (params, a loss
-curve, metrics, the data version, the git commit) and logs each model to the registry, lists
-and compares the runs with the same commands a user types, promotes the best model through the
-quality gate and shows its lineage, then declares the training as a pipeline stage, reproduces it (twice:
-the second time nothing runs) and sweeps its params as experiments. The project is left
-behind for exploring.
+``bash scripts/demo.sh`` (or ``molen demo``) makes a project from the classification template
+and walks it from data to a retrained model in production, with the commands a user types:
+
+init (the data versioned) -> repro (clinic/1) -> production -> two experiments -> compare ->
+the best through the gate -> serve in the background -> predictions and feedback -> explain ->
+drifted traffic from a recalibrated instrument, and its labels -> a new data version -> monitor:
+report and alert -> retrain, gate, promote (the alert's command) -> the running server answers
+with the new version -> shut down.
+
+Each step says what happened and where to look; the project is left behind to explore.
 """
 
 from __future__ import annotations
 
-import csv
-import math
+import json
 import os
-import random
+import re
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 __all__ = ["run_demo"]
 
-
-def _make_data(path: Path, rows: int = 400, seed: int = 7) -> None:
-    rng = random.Random(seed)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["tenure", "charges", "calls", "churned"])
-        for _ in range(rows):
-            tenure, charges, calls = rng.uniform(0, 6), rng.uniform(0, 5), rng.randint(0, 8)
-            score = -1.2 * tenure + 0.9 * charges + 0.5 * calls - 1.0 + rng.gauss(0, 1)
-            writer.writerow([f"{tenure:.3f}", f"{charges:.3f}", calls, int(score > 0)])
+NAME = "clinic"
+TARGET = "malignant"
+#: The recalibrated instrument: every measurement reads this much higher.
+DRIFT = 1.3
 
 
-def _load(path: Path) -> tuple[list[list[float]], list[int]]:
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    features = [[float(r["tenure"]), float(r["charges"]), float(r["calls"])] for r in rows]
-    return features, [int(r["churned"]) for r in rows]
-
-
-def _auc(scores: list[float], labels: list[int]) -> float:
-    ranked = sorted(zip(scores, labels, strict=True))
-    positives = sum(labels)
-    negatives = len(labels) - positives
-    rank_sum = sum(index + 1 for index, (_, label) in enumerate(ranked) if label == 1)
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
-
-
-FEATURES = ("tenure", "charges", "calls")
-
-
-class DemoModel:
-    """The demo's trained logistic regression, as any model with ``predict`` (molen's generic
-    flavor): it scores rows with the columns tenure, charges and calls."""
-
-    classes_ = (0, 1)
-
-    def __init__(self, weights: list[float], bias: float) -> None:
-        self.weights = weights
-        self.bias = bias
-
-    def predict_proba(self, frame: Any) -> Any:
-        import numpy as np
-
-        scores = frame[list(FEATURES)].to_numpy(dtype=float) @ np.asarray(self.weights) + self.bias
-        positive = 1 / (1 + np.exp(-scores))
-        return np.column_stack([1 - positive, positive])
-
-    def predict(self, frame: Any) -> Any:
-        return (self.predict_proba(frame)[:, 1] > 0.5).astype(int)
-
-
-def _train(
-    features: list[list[float]], labels: list[int], lr: float, epochs: int
-) -> tuple[dict[str, float], DemoModel]:
-    import molen
-
-    weights, bias = [0.0] * len(features[0]), 0.0
-    split = int(len(features) * 0.75)
-    train_x, train_y, test_x, test_y = features[:split], labels[:split], features[split:], labels[split:]
-    for epoch in range(epochs):
-        loss = 0.0
-        gradient, gradient_bias = [0.0] * len(weights), 0.0
-        for x, y in zip(train_x, train_y, strict=True):
-            p = 1 / (1 + math.exp(-(sum(w * v for w, v in zip(weights, x, strict=True)) + bias)))
-            loss -= y * math.log(p + 1e-12) + (1 - y) * math.log(1 - p + 1e-12)
-            for i, v in enumerate(x):
-                gradient[i] += (p - y) * v
-            gradient_bias += p - y
-        weights = [w - lr * g / len(train_x) for w, g in zip(weights, gradient, strict=True)]
-        bias -= lr * gradient_bias / len(train_x)
-        molen.log_metric("train_loss", loss / len(train_x), step=epoch)
-    scores = [sum(w * v for w, v in zip(weights, x, strict=True)) + bias for x in test_x]
-    accuracy = sum((s > 0) == bool(y) for s, y in zip(scores, test_y, strict=True)) / len(test_y)
-    return {"auc": _auc(scores, test_y), "accuracy": accuracy}, DemoModel(weights, bias)
-
-
-def _say(text: str) -> None:
+def _say(number: int, text: str) -> None:
     from molen.cli.render import console
 
-    console().print(f"\n[bold cyan]▶ {text}[/]")
+    console().print(f"\n[bold cyan]▶ {number}. {text}[/]")
 
 
-def _molen(*args: str, allowed: tuple[int, ...] = (0,)) -> None:
+def _note(text: str) -> None:
+    from molen.cli.render import console
+
+    console().print(f"  [green]{text}[/]")
+
+
+def _molen(*args: str, allowed: tuple[int, ...] = (0,)) -> int:
+    """Run a molen command as the user would type it (in this process) and return its exit code."""
+    from molen.cli import main
     from molen.cli.render import console
 
     console().print(f"[dim]$ molen {' '.join(args)}[/]")
-    from molen.cli import main
-
     try:
         main(list(args))
     except SystemExit as exc:
-        if (exc.code or 0) not in allowed:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code not in allowed:
             raise
+        return code
+    return 0
+
+
+def _json(*args: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-m", "molen", *args], capture_output=True, text=True, check=True, timeout=120
+    )
+    return json.loads(done.stdout)
+
+
+def _post(url: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def _clean(name: str) -> str:
+    """A column name as the project's src/features.py cleans it ("mean radius" -> "mean_radius")."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _environment() -> None:
+    """`molen` and `python` of this interpreter first on PATH (the alert's script calls them),
+    and a git identity for the project's commits if the machine has none."""
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    os.environ.setdefault("GIT_AUTHOR_NAME", "molen demo")
+    os.environ.setdefault("GIT_AUTHOR_EMAIL", "demo@molen.invalid")
+    os.environ.setdefault("GIT_COMMITTER_NAME", "molen demo")
+    os.environ.setdefault("GIT_COMMITTER_EMAIL", "demo@molen.invalid")
+
+
+def _wait_for_log(rows: int, timeout: float = 30.0) -> None:
+    """Until the server's log writer (every ~2 s) has written ``rows`` predictions."""
+    from molen.serving.predlog import read_log
+
+    deadline = time.monotonic() + timeout
+    while read_log(".molen/log", "predictions", NAME).num_rows < rows:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not write its prediction log in time")
+        time.sleep(0.3)
+
+
+def _best_experiment_version() -> tuple[int, float]:
+    """The registered version with the best test ROC AUC, and that AUC."""
+    versions = _json("models", "show", NAME, "-f", "json")["versions"]
+    scored = []
+    for entry in versions:
+        shown = _json("models", "show", f"{NAME}/{entry['version']}", "-f", "json")
+        scored.append((float(shown["manifest"]["metrics"].get("roc_auc", 0.0)), int(entry["version"])))
+    auc, version = max(scored)
+    return version, auc
+
+
+def _server(port: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "molen",
+                "serve",
+                f"{NAME}@production",
+                "--port",
+                str(port),
+                "--poll",
+                "1",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"molen serve did not start; see {log}")
+        time.sleep(0.3)
 
 
 def run_demo(where: Path | None = None) -> Path:
-    """Create a demo project, record three runs, list and compare them; return the project."""
-    import molen
-    from molen.project import init_project
-
-    root = Path(where) if where else Path(tempfile.mkdtemp(prefix="molen-demo-")) / "churn"
-    _say(f"A fresh project in {root}")
-    project = init_project(root, experiment="churn")
-    os.chdir(project.root)
-    data = project.root / "data.csv"
-    _make_data(data)
-    (project.root / ".gitignore").write_text(".molen/\n")
-    _say("Version the data: a pointer for git, the bytes in the cache")
-    _molen("data", "add", "data.csv")
-    git_env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "molen demo"),
-        "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", "demo@molen.invalid"),
-        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "molen demo"),
-        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "demo@molen.invalid"),
-    }
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "demo project"]):
-        subprocess.run(command, cwd=project.root, env=git_env, check=False, capture_output=True)
-
+    """Run the whole life cycle in a new project (at ``where``, or in a temporary folder);
+    returns the project's root."""
     import pandas as pd
 
-    features, labels = _load(data)
-    reference = pd.DataFrame(features, columns=list(FEATURES)).astype({"calls": int})
-    _say(
-        "Training three variants; every run is recorded (params, loss curve, metrics, data, commit) "
-        "and its model logged with a signature, reference profile and card, as churn/1, /2, /3"
+    _environment()
+    root = Path(where).resolve() if where else Path(tempfile.mkdtemp(prefix="molen-demo-")) / NAME
+    started = time.perf_counter()
+
+    _say(1, f"A ready project from the classification template, in {root}")
+    _molen("init", str(root), "--template", "classification")
+    os.chdir(root)
+    _note(
+        "data/raw.csv (569 tumours) is versioned: git holds data/raw.csv.molen, the bytes are in .molen/cache"
     )
-    ids = []
-    aucs = []
-    for lr, epochs in ((0.05, 30), (0.3, 30), (1.0, 60)):
-        with molen.start_run(name=f"lr-{lr}", tags={"model": "logistic"}) as run:
-            run.log_params({"lr": lr, "epochs": epochs})
-            run.log_input(data)
-            metrics, model = _train(features, labels, lr, epochs)
-            run.log_metrics(metrics)
-            run.log_dict({"lr": lr, "epochs": epochs, **metrics}, "summary.json")
-            logged = run.log_model(
-                model,
-                "churn",
-                reference=reference,
-                y_reference=labels,
-                description="Which customers leave (demo)",
-            )
-            ids.append(run.id)
-            aucs.append(metrics["auc"])
-        print(f"  run {run.id[:8]}  lr={lr:<5} epochs={epochs:<3} auc={metrics['auc']:.3f}  → {logged.uri}")
+    _molen("data", "status")
 
-    _say("The runs, best AUC first")
-    _molen("runs", "list", "--sort", "-metrics.auc")
-    _say("Only the good ones, with the filter language")
-    _molen("runs", "list", "--filter", "metrics.auc > 0.8 and params.epochs = '30'")
-    _say("Side by side: what differs, and which run is best at each metric")
-    _molen("runs", "compare", *(run_id[:8] for run_id in ids))
+    _say(2, "The pipeline: prepare -> train -> evaluate, one tracked run; evaluate registers clinic/1")
+    _molen("repro")
+    _molen("models", "alias", NAME, "1", "production")
 
-    worst = 1 + min(range(3), key=lambda i: aucs[i])
-    best = 1 + max(range(3), key=lambda i: aucs[i])
-    _say(f"The registry: churn/{worst} goes to production, then churn/{best} must beat it through the gate")
-    _molen("models", "alias", "churn", str(worst), "production")
-    _molen("gate", "churn", "--candidate", str(best), "--against", "production", allowed=(0, 1))
-    _molen("models", "promote", "churn", str(best), "--to", "production", "--gate", allowed=(0, 1))
+    _say(3, "Two experiments: the same pipeline with other params, in working copies")
+    _molen("exp", "run", "--grid", "train.C=0.05,20", "-j", "2")
+    _say(4, "Compare them: params, metrics, which is best")
+    _molen("exp", "show", "--sort", "-metrics.roc_auc")
     _molen("models", "list")
-    _say("Where the production model came from, and where the data went")
-    _molen("lineage", "churn@production")
-    _molen("lineage", "data.csv.molen")
-    production = molen.load_model("churn@production")
-    row = {"tenure": 0.5, "charges": 4.0, "calls": 6}
-    probabilities = production.predict_proba([row])[0]
-    print(f"  molen.load_model('churn@production').predict_proba([{row}]) = {probabilities}")
 
-    _say("The same training as a pipeline stage: it reruns only when data.csv or its params change")
-    (project.root / "params.yaml").write_text("lr: 0.3\nepochs: 30\n")
-    with open(project.config_path, "a") as config:
-        config.write(
-            "stages:\n"
-            "  train:\n"
-            f"    cmd: {sys.executable} -m molen.demo --train-stage\n"
-            "    deps: [data.csv]\n"
-            "    params: [lr, epochs]\n"
-            "    outs: [model.json]\n"
-            "    metrics: [metrics.json]\n"
+    best, auc = _best_experiment_version()
+    _say(5, f"The quality gate: {NAME}/{best} (test ROC AUC {auc:.4f}) against production, then promote")
+    if best == 1:  # the first is still the best: gate the runner-up, to see a verdict
+        best = 2
+    passed = _molen(
+        "gate", NAME, "--candidate", str(best), "--against", "production",
+        "--data", "data/test.parquet", "--target", TARGET, allowed=(0, 1),
+    )  # fmt: skip
+    if passed == 0:
+        _molen("models", "promote", NAME, str(best), "--to", "production", "--gate",
+               "--data", "data/test.parquet", "--target", TARGET)  # fmt: skip
+    else:
+        _note(f"{NAME}/{best} did not beat production: production stays where it is")
+    _molen("lineage", f"{NAME}@production")
+    serving = str(_json("models", "show", f"{NAME}@production", "-f", "json")["version"]["version"])
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    _say(6, f"Serve {NAME}@production in the background: {url}/docs")
+    server = _server(port, root / "serve.log")
+    try:
+        test = pd.read_parquet("data/test.parquet")
+        features, truth = test.drop(columns=[TARGET]), test[TARGET]
+        answer = _post(f"{url}/predict", features.to_dict("records"))
+        _note(
+            f"{len(answer['predictions'])} predictions by version {answer['version']}; "
+            f"the first: {answer['predictions'][0]} (request id {answer['ids'][0]})"
         )
-    _molen("repro")
-    _molen("repro")
-    _say("Experiments: every combination in a working copy, the workspace untouched")
-    _molen("exp", "run", "--grid", "lr=0.1,1.0", "--grid", "epochs=20,40", "-j", "2")
-    _molen("exp", "show", "--sort", "-metrics.auc", "--only-changed")
-    _say("Done")
-    print(f"  The project is left in {project.root}; try, from there:")
-    print(f"    molen runs show {ids[-1][:8]}")
-    print("    molen runs list --format json")
-    print("    molen data log data.csv      # the data version, and the runs that used it")
-    print("    molen models show churn@production --card;  molen models diff churn 1 3")
-    print("    molen dag; molen status; molen exp apply RUN")
+        feedback = [{"request_id": i, "truth": int(t)} for i, t in zip(answer["ids"], truth, strict=True)]
+        _post(f"{url}/feedback", feedback)
+        _note(f"feedback for all {len(feedback)}: the truth, joined to the answers by request id")
+        _wait_for_log(len(features))
+
+        _say(7, "Why did it answer that? The attributions of the first request, from the log")
+        _molen("explain", "--request-id", answer["ids"][0], "--top", "5")
+
+        _say(8, f"The lab's instrument is recalibrated: every measurement now reads {DRIFT - 1:.0%} higher")
+        raw = pd.read_csv("data/raw.csv")
+        drifted = raw.copy()
+        measured = [column for column in raw.columns if column != TARGET]
+        drifted[measured] = drifted[measured] * DRIFT
+        drifted_features = drifted.drop(columns=[TARGET])
+        drifted_features.columns = [_clean(name) for name in drifted_features.columns]
+        later = _post(f"{url}/predict", drifted_features.to_dict("records"))
+        right = sum(int(p) == int(t) for p, t in zip(later["predictions"], drifted[TARGET], strict=True))
+        _note(f"{len(drifted)} new tumours scored; {right / len(drifted):.0%} right, the pathologists report")
+        _post(
+            f"{url}/feedback",
+            [{"request_id": i, "truth": int(t)} for i, t in zip(later["ids"], drifted[TARGET], strict=True)],
+        )
+        _wait_for_log(len(features) + len(drifted))
+        _note("their labels join the training data as a new data version")
+        pd.concat([raw, drifted]).to_csv("data/raw.csv", index=False)
+        _molen("data", "add", "data/raw.csv")
+        subprocess.run(
+            ["git", "commit", "-qam", "Data: the recalibrated instrument's tumours, labelled"], check=True
+        )
+
+        _say(9, "Monitoring: drift, quality, performance from feedback; the alert runs retrain.sh")
+        _molen("monitor", f"{NAME}@production", "--window", "1h", allowed=(0, 1, 2))
+        report = root / "reports" / "monitor.html"
+        report.parent.mkdir(exist_ok=True)
+        status = _molen(
+            "monitor", f"{NAME}@production", "--window", "1h", "-f", "html", "-o", str(report),
+            "--on-alert", "bash retrain.sh", allowed=(0, 1, 2),
+        )  # fmt: skip
+        _note(f"the report: {report} (exit {status}: {['ok', 'warning', 'alert'][status]})")
+
+        _say(10, "The running server follows the production alias on its own")
+        row = drifted_features.iloc[:1].to_dict("records")
+        deadline = time.monotonic() + 30
+        now = _post(f"{url}/predict", row)["version"]
+        while now == serving and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = _post(f"{url}/predict", row)["version"]
+        final = _post(f"{url}/predict", drifted_features.to_dict("records"))
+        right = sum(int(p) == int(t) for p, t in zip(final["predictions"], drifted[TARGET], strict=True))
+        share = right / len(drifted)
+        _note(f"version {serving} -> {now}: {share:.0%} right on the recalibrated instrument's tumours")
+    finally:
+        _say(11, "Shut the server down")
+        server.terminate()
+        server.wait(timeout=30)
+        _note(f"its log: {root / 'serve.log'}; the prediction log: {root / '.molen' / 'log'}")
+
+    print(f"\nDone in {time.perf_counter() - started:.0f} s. The project is left in {root}; from there try:")
+    for line in (
+        "molen runs list                              # every run: params, metrics, data versions, commit",
+        "molen lineage clinic@production             # the model -> run -> data version -> commit",
+        "molen models show clinic@production --card  # the model card",
+        "molen data log data/raw.csv                 # the two data versions and the runs that used them",
+        "molen monitor clinic@production --window 1h # the report again, as a table",
+        f"open {report}",
+    ):
+        print(f"  {line}")
     print(f"  (`{sys.executable} -m molen` works too, if `molen` is not on your PATH.)")
-    return project.root
-
-
-def train_stage() -> None:
-    """The demo pipeline's stage: train with params.yaml's lr and epochs on data.csv, log into
-    the pipeline's run (``molen.start_run()`` attaches to it), write model.json and metrics.json."""
-    import json
-
-    import yaml
-
-    import molen
-
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    features, labels = _load(Path("data.csv"))
-    with molen.start_run():
-        metrics, _ = _train(features, labels, float(params["lr"]), int(params["epochs"]))
-    Path("model.json").write_text(json.dumps({"lr": params["lr"], "epochs": params["epochs"]}))
-    Path("metrics.json").write_text(json.dumps(metrics))
+    return root
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--train-stage"]:
-        train_stage()
-    else:
-        run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+    run_demo(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

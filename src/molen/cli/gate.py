@@ -14,13 +14,14 @@ if TYPE_CHECKING:
     from molen.registry.gate import GateRule
 
 
-def rules_from(metric: str, min_delta: float, rules: Path | None) -> list[GateRule]:
-    """The gate rules: from a rules file, or the one rule --metric/--min-delta give."""
+def rules_from(metric: str | None, min_delta: float, rules: Path | None) -> list[GateRule]:
+    """The gate rules: from a rules file, or the one rule --metric/--min-delta give (no metric:
+    the gate picks AUC for classifiers, RMSE for regressors)."""
     from molen.registry.gate import GateRule, default_direction, load_rules
 
     if rules is not None:
         return load_rules(rules)
-    return [GateRule(metric, default_direction(metric), min_delta)]
+    return [GateRule(metric or "", default_direction(metric or "auc"), min_delta)]
 
 
 def print_verdict(verdict: dict[str, Any]) -> None:
@@ -71,7 +72,10 @@ def gate(
     target: Annotated[
         str | None, typer.Option("--target", help="Column of --data with the true outcome.")
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="Metric to compare (one rule).")] = "auc",
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="Metric to compare (one rule; default: auc, or rmse for regressors)."),
+    ] = None,
     min_delta: Annotated[
         float,
         typer.Option("--min-delta", help="Least improvement required; negative tolerates a small loss."),

@@ -368,7 +368,10 @@ def models_promote(
     target: Annotated[
         str | None, typer.Option("--target", help="Column of --data with the true outcome.")
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="Metric the gate compares.")] = "auc",
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="Metric the gate compares (default: auc, or rmse for regressors)."),
+    ] = None,
     min_delta: Annotated[
         float, typer.Option("--min-delta", help="Least improvement required (may be negative).")
     ] = 0.0,

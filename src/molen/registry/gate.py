@@ -168,6 +168,7 @@ def evaluate(model: Predictor, features: Any, target: Any) -> dict[str, float]:
             found["auc"] = float(
                 metrics.roc_auc_score(truth, probabilities, multi_class="ovr", labels=classes)
             )
+        found["roc_auc"] = found["auc"]  # scikit-learn's name for it, as training scripts log it
         found["log_loss"] = float(metrics.log_loss(truth, probabilities, labels=classes))
     except ValueError:  # one class only in the holdout: AUC is undefined
         pass
@@ -211,16 +212,26 @@ def _check(rule: GateRule, candidate: float | None, champion: float | None) -> d
     return row
 
 
+def _default_metric(digest: str, workspace: Workspace) -> str:
+    """The rule without a rules file: AUC for classifiers, RMSE for regressors."""
+    from molen.models.package import read_manifest
+
+    return "rmse" if read_manifest(workspace.objects, digest).get("task") == "regression" else "auc"
+
+
 def _recorded(
     version_run: str | None, manifest_metrics: dict[str, float], workspace: Workspace
 ) -> dict[str, float]:
+    found = dict(manifest_metrics)
     if version_run is not None:
         try:
             metrics = workspace.metadata.get_run(version_run).metrics
-            return {k: v for k, v in metrics.items() if v == v} or dict(manifest_metrics)
+            found = {k: v for k, v in metrics.items() if v == v} or found
         except NotFoundError:
             pass
-    return dict(manifest_metrics)
+    if "auc" not in found and "roc_auc" in found:  # one metric, two common names
+        found["auc"] = found["roc_auc"]
+    return found
 
 
 def run_gate(
@@ -244,7 +255,11 @@ def run_gate(
     uri = f"{name}@latest" if candidate == "latest" else f"{name}/{candidate}"
     cand = get_version(uri, workspace=workspace)
     champion_version = workspace.metadata.registry.alias_version(name, against)
-    rules = rules or [GateRule("auc")]
+    default = _default_metric(cand.digest, workspace)
+    rules = [
+        rule if rule.metric else rule._replace(metric=default, direction=default_direction(default))
+        for rule in (rules or [GateRule("")])
+    ]
     verdict: dict[str, Any] = {
         "model": name,
         "candidate": {"version": cand.version, "run_id": cand.run_id, "digest": cand.digest},
