@@ -519,3 +519,27 @@ def test_an_empty_environment_variable_counts_as_unset(
     monkeypatch.setenv("MOLEN_DATA_JOBS", "")
     settings = load_settings(tmp_path, require_project=False)
     assert settings["objects.s3_endpoint_url"] is None and settings["data.jobs"] == 16
+
+
+def test_config_show_masks_a_database_password(project: Project) -> None:
+    url = "postgresql+psycopg://alice:s3cr3t@db.example.com/molen"
+    shown = subprocess.run(
+        [sys.executable, "-m", "molen", "config", "show", "-f", "json"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MOLEN_TRACKING_URI": url},
+    )
+    assert shown.returncode == 0 and "s3cr3t" not in shown.stdout
+    assert (
+        json.loads(shown.stdout)["tracking.uri"]["value"]
+        == "postgresql+psycopg://alice:***@db.example.com/molen"
+    )
+
+
+def test_a_relative_prediction_log_is_relative_to_the_project(project: Project) -> None:
+    with open(project.config_path, "a") as config:
+        config.write("serving:\n  prediction_log: logs/predictions\n")
+    sub = project.root / "src"
+    sub.mkdir()
+    assert load_settings(sub)["serving.prediction_log"] == str(project.root / "logs" / "predictions")

@@ -25,6 +25,11 @@ def env_name(key: str) -> str:
     return "MOLEN_" + key.replace(".", "_").upper()
 
 
+def mask_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and ``molen config show``."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -326,7 +331,7 @@ def _absolutise(key: str, value: Any, project: Project | None) -> Any:
         relative = value[len("sqlite:///") :]
         if relative and relative != ":memory:":
             return f"sqlite:///{project.root / relative}"
-    if key == "objects.url" and "://" not in value:
+    if key in {"objects.url", "serving.prediction_log"} and "://" not in value:
         value = os.path.expanduser(value)
         return value if os.path.isabs(value) else str(project.root / value)
     return value

@@ -47,9 +47,9 @@ def add(
         p = item.pointer
         what = f"{p.files:,} files, " if p.kind == "directory" else ""
         console().print(f"[green]added[/] {item.path}  ({what}{p.size:,} bytes, {p.hash[:12]})")
-    console().print(
-        f"[dim]commit the pointers: git add {' '.join(i.path + '.molen' for i in added)} .gitignore[/]"
-    )
+    ignores = sorted({str(Path(i.path).parent / ".gitignore") for i in added})
+    pointers = " ".join(i.path + ".molen" for i in added)
+    console().print(f"[dim]commit the pointers: git add {pointers} {' '.join(ignores)}[/]")
 
 
 @app.command("status")

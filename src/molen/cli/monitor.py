@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from molen.cli.app import ReportFormat, app, open_workspace_of
+
+
+class Baseline(str, Enum):
+    """What the window is compared with."""
+
+    training = "training"
+    log = "log"
+
+
+class Preset(str, Enum):
+    """The drift decision table (molen.monitor.drift)."""
+
+    molen = "molen"
+    evidently = "evidently"
 
 
 @app.command()
@@ -23,8 +38,8 @@ def monitor(
         str | None, typer.Option(help="Timeline step: 1h, 1d… (default: a day from 2 days on, else an hour).")
     ] = None,
     reference: Annotated[
-        str, typer.Option(help="Baseline: 'training' (the profile stored with the model) or 'log'.")
-    ] = "training",
+        Baseline, typer.Option(help="Baseline: the profile stored with the model, or a window of the log.")
+    ] = Baseline.training,
     reference_since: Annotated[
         str | None, typer.Option(help="Baseline from the log, starting here (implies --reference log).")
     ] = None,
@@ -32,8 +47,7 @@ def monitor(
         str | None, typer.Option(help="Baseline from the log, ending here (default: the window's start).")
     ] = None,
     preset: Annotated[
-        str | None,
-        typer.Option(help="Drift decision table: molen or evidently (default: molen.yaml, else molen)."),
+        Preset | None, typer.Option(help="Drift decision table (default: molen.yaml's, else molen).")
     ] = None,
     drift_share: Annotated[
         float | None,
@@ -64,7 +78,7 @@ def monitor(
     from molen.config import project_config
     from molen.errors import InvalidValueError
     from molen.monitor.alerts import act_on_alert, apply_rules
-    from molen.monitor.drift import PRESETS, DriftConfig
+    from molen.monitor.drift import DriftConfig
     from molen.monitor.report import STATUS_CODES, parse_time, parse_window
     from molen.monitor.report import monitor as run_monitor
     from molen.serving.predlog import log_storage_options
@@ -73,18 +87,14 @@ def monitor(
     project = workspace.settings.project
     config = DriftConfig.from_config(project_config(project)) if project is not None else DriftConfig()
     if preset is not None:
-        if preset not in PRESETS:
-            raise InvalidValueError(f"--preset {preset!r}: use one of {', '.join(PRESETS)}")
-        config = dataclasses.replace(config, preset=preset, thresholds={})
+        config = dataclasses.replace(config, preset=preset.value, thresholds={})
     if drift_share is not None:
         config = dataclasses.replace(config, drift_share=drift_share)
-    if reference not in {"training", "log"}:
-        raise InvalidValueError(f"--reference {reference!r}: use training or log")
     window_end = parse_time(until, "--until") if until else None
     window_start = parse_time(since, "--since") if since else None
     baseline_start = parse_time(reference_since, "--reference-since") if reference_since else None
     baseline_end = parse_time(reference_until, "--reference-until") if reference_until else None
-    if reference == "log" and baseline_start is None and baseline_end is None:
+    if reference is Baseline.log and baseline_start is None and baseline_end is None:
         raise InvalidValueError("--reference log needs --reference-since (and optionally --reference-until)")
     log_root = workspace.settings["serving.prediction_log"]
     with status(f"monitoring {model}") as step:

@@ -21,8 +21,9 @@ def config_show(
     from molen.config import SETTINGS, load_settings
 
     settings = load_settings(flags=ctx.obj or {}, require_project=False)
+    rows = [(key, _shown(value), source) for key, value, source in settings.rows()]
     if format is ShowFormat.json:
-        print_json({key: {"value": value, "source": source} for key, value, source in settings.rows()})
+        print_json({key: {"value": value, "source": source} for key, value, source in rows})
         return
     from rich.table import Table
 
@@ -30,7 +31,7 @@ def config_show(
     table = Table(title=f"settings ({settings.project.root if settings.project else 'no project'})")
     for column in ("key", "value", "source", "meaning"):
         table.add_column(column, overflow="fold")
-    for key, value, source in settings.rows():
+    for key, value, source in rows:
         style = "" if source == "default" else "bold"
         table.add_row(
             key,
@@ -39,3 +40,10 @@ def config_show(
             helps[key],
         )
     console().print(table)
+
+
+def _shown(value: object) -> object:
+    """A setting's value as it may be printed: a password in a URL is masked."""
+    from molen.config import mask_password
+
+    return mask_password(value) if isinstance(value, str) else value

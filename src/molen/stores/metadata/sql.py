@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -680,7 +679,9 @@ class _Statements:
 
 def _masked(url: str) -> str:
     """``url`` with any password replaced by ``***``, for error messages."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    from molen.config import mask_password
+
+    return mask_password(url)
 
 
 def _grouped(connection: Connection, table: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
