@@ -77,6 +77,11 @@ def test_a_new_project_passes_its_tests_and_reproduces(tmp_path: Path, template:
     assert again.returncode == 0 and again.stdout.count("up-to-date") == 3, again.stdout
     shown = json.loads(molen_cli(root, "models", "show", "clinic/1", "-f", "json").stdout)
     assert shown["manifest"]["task"] == template
+    if template == "classification":  # a rebuild reproduces, and registers no second version
+        verified = molen_cli(root, "repro", "--verify", run["id"])
+        assert verified.returncode == 0 and "reproduces" in verified.stdout, verified.stdout + verified.stderr
+        versions = json.loads(molen_cli(root, "models", "show", "clinic", "-f", "json").stdout)["versions"]
+        assert [v["version"] for v in versions] == [1]
 
 
 def test_the_lock_pins_this_environment_and_repro_warns_when_it_moves(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ package itself, and refuses a package whose bytes changed.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 from datetime import datetime, timezone
@@ -174,7 +175,7 @@ def log_model(
     digest = run._store_object(manifest_bytes)
     run._attach(f"{artifact_path}/{MANIFEST}", digest, len(manifest_bytes))
     version = None
-    if name is not None:
+    if name is not None and not os.environ.get(NO_REGISTER_ENV):
         from molen.registry.service import register_package
 
         version = register_package(
@@ -187,6 +188,10 @@ def log_model(
             description=description,
         )
     return LoggedModel(run.id, artifact_path, digest, saved.flavor, version)
+
+
+#: Set while `molen repro --verify` rebuilds a run: models are stored, not registered again.
+NO_REGISTER_ENV = "MOLEN_NO_REGISTER"
 
 
 def _importance(model: Any, manifest: dict[str, Any], sample: Any) -> dict[str, float] | None:

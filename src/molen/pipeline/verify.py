@@ -5,12 +5,13 @@ changes applied if it had any), with the params its ``molen.lock`` recorded and 
 versions checked out from the cache (fetched from the default remote when missing), every
 stage is run again. The new outs must hash the same and the metrics must agree within a
 relative tolerance; every difference is reported. This answers "can we rebuild last
-quarter's model?".
+quarter's model?". Models the rebuild logs are stored but not registered as new versions.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ from typing import NamedTuple
 
 from molen.data.tracked import DataSession
 from molen.errors import NotFoundError, UsageError
+from molen.models.package import NO_REGISTER_ENV
 from molen.pipeline.lock import LOCK_NAME, StageRecord, read_lock
 from molen.pipeline.repro import Echo, RunOptions, repro
 
@@ -87,7 +89,12 @@ def verify_run(
         (tree / LOCK_NAME).unlink()  # every stage runs again, from nothing
         pipeline = load_pipeline(rebuilt.project, project_config(rebuilt.project))
         options = RunOptions(f"verify-{record.id[:8]}", None, "")
-        result = repro(rebuilt, pipeline, force=True, echo=echo or (lambda outcome: None), options=options)
+        os.environ[NO_REGISTER_ENV] = "1"  # a rebuild stores its models but registers none
+        try:
+            silent = echo or (lambda outcome: None)
+            result = repro(rebuilt, pipeline, force=True, echo=silent, options=options)
+        finally:
+            del os.environ[NO_REGISTER_ENV]
         rebuilt.close()
         differences = [f"stage {o.name} failed: {o.error}" for o in result.failed]
         differences += _compare_outs(recorded, read_lock(tree))
