@@ -369,3 +369,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
         if names & {"s3_endpoint", "s3_bucket"}:
             item.add_marker(pytest.mark.s3)
+
+
+# --------------------------------------------------------------------------- molen server
+
+
+@contextlib.contextmanager
+def molen_server(store_url: str, objects_dir: Path) -> Iterator[str]:
+    """A real ``molen server`` (uvicorn, in a thread, on a free port) over ``store_url`` and a
+    folder object store; yields its ``http://`` URL."""
+    import threading
+
+    import uvicorn
+
+    from molen.server.app import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(store_url, str(objects_dir)), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "molen server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

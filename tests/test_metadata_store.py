@@ -7,6 +7,7 @@ computed in plain Python over the same data.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import random
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from conftest import molen_server
 from molen.entities import RUN_STATUSES, Artifact, DataInput, Metric, RunStatus
 from molen.errors import (
     AmbiguousIdError,
@@ -40,6 +42,7 @@ from molen.errors import (
 from molen.query import SortKey, parse_filter, parse_sort
 from molen.stores.metadata import SqlMetadataStore, close_metadata_stores, open_metadata_store
 from molen.stores.metadata import schema as t
+from molen.stores.metadata.http import HttpMetadataStore
 from molen.stores.metadata.migrate import HEAD
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    pytest.param("http", id="http"),  # the same store behind `molen server`, over HTTP
 ]
 
 # --------------------------------------------------------------------------- helpers
@@ -55,7 +59,7 @@ BACKENDS = [
 
 def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
     """A fresh, empty database of ``backend`` (``postgres_url`` is fetched only when needed)."""
-    if backend == "sqlite":
+    if backend in {"sqlite", "http"}:
         return f"sqlite:///{tmp_path}/molen.db"
     url: str = request.getfixturevalue("postgres_url")
     return url
@@ -63,12 +67,26 @@ def backend_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlMetadataStore]:
-    """A freshly opened (and so migrated) store on an empty database of each back end."""
-    opened = SqlMetadataStore(backend_url(request, request.param, tmp_path))
-    try:
-        yield opened
-    finally:
-        opened.close()
+    """A freshly opened (and so migrated) store on an empty database of each back end; for
+    ``http``, its client, talking to a real `molen server` over that database."""
+    url = backend_url(request, request.param, tmp_path)
+    with contextlib.ExitStack() as stack:
+        if request.param == "http":
+            served = stack.enter_context(molen_server(url, tmp_path / "objects"))
+            DATABASE_OF[served] = url
+            opened: SqlMetadataStore = HttpMetadataStore(served)  # type: ignore[assignment]
+        else:
+            opened = SqlMetadataStore(url)
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+
+def sql_only(store: Any) -> None:
+    """This test looks inside the database: not for a store behind `molen server`."""
+    if isinstance(store, HttpMetadataStore):
+        pytest.skip("inspects the database directly; the same test runs on sqlite and postgresql")
 
 
 def new_id() -> str:
@@ -89,7 +107,22 @@ def make_run(
     return run_id
 
 
+#: The database behind each `molen server` a test started (its client has no engine).
+DATABASE_OF: dict[str, str] = {}
+
+
+def database_url(store: Any) -> str:
+    """The database URL of ``store`` (behind the server, for the http back end)."""
+    return DATABASE_OF.get(store.url, store.url)
+
+
 def count_rows(store: SqlMetadataStore, table: sa.Table, run_id: str | None = None) -> int:
+    if isinstance(store, HttpMetadataStore):  # count in the database behind the server
+        direct = SqlMetadataStore(database_url(store))
+        try:
+            return count_rows(direct, table, run_id)
+        finally:
+            direct.close()
     query = sa.select(sa.func.count()).select_from(table)
     if run_id is not None:
         query = query.where(table.c.run_id == run_id)
@@ -122,6 +155,7 @@ def db_snapshot(url: str) -> dict[str, Any]:
 
 
 def test_schema_is_created_on_open_and_matches_the_tables(store: SqlMetadataStore) -> None:
+    sql_only(store)
     with store.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == HEAD
         tables = set(sa.inspect(connection).get_table_names())
@@ -133,7 +167,7 @@ def test_schema_is_created_on_open_and_matches_the_tables(store: SqlMetadataStor
 def test_opening_twice_is_fine_and_sees_the_same_data(store: SqlMetadataStore) -> None:
     experiment = store.get_or_create_experiment("e")
     run_id = make_run(store, experiment.id)
-    again = SqlMetadataStore(store.url)
+    again = SqlMetadataStore(database_url(store))
     try:
         assert again.get_run(run_id).experiment == "e"
         with again.engine.connect() as connection:
@@ -146,7 +180,7 @@ def test_opening_twice_is_fine_and_sees_the_same_data(store: SqlMetadataStore) -
 def test_database_from_a_newer_molen_is_refused_untouched(store: SqlMetadataStore) -> None:
     experiment = store.get_or_create_experiment("e")
     make_run(store, experiment.id)
-    url = store.url
+    url = database_url(store)
     store.close()
     engine = raw_engine(url)
     try:
@@ -206,7 +240,7 @@ def test_get_or_create_experiment_is_idempotent(store: SqlMetadataStore) -> None
     assert other.id != first.id
     assert store.get_experiment("alpha") == first
     # a second store on the same database (no cache) agrees
-    again = SqlMetadataStore(store.url)
+    again = SqlMetadataStore(database_url(store))
     try:
         assert again.get_or_create_experiment("alpha").id == first.id
     finally:
@@ -688,18 +722,23 @@ def build_world(store: SqlMetadataStore) -> World:
 def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """~60 runs with varied params, metrics, tags and statuses, built once per back end."""
     drop: Callable[[], None] = lambda: None  # noqa: E731
-    if request.param == "sqlite":
+    if request.param in {"sqlite", "http"}:
         url = f"sqlite:///{tmp_path_factory.mktemp('world')}/molen.db"
     else:
         server: PostgresServer = request.getfixturevalue("postgres_server")
         url = server.create_database()
         drop = lambda: server.drop_database(sa.make_url(url).database or "")  # noqa: E731
-    opened = SqlMetadataStore(url)
-    try:
-        yield build_world(opened)
-    finally:
-        opened.close()
-        drop()
+    with contextlib.ExitStack() as stack:
+        if request.param == "http":
+            served = stack.enter_context(molen_server(url, tmp_path_factory.mktemp("objects")))
+            opened: SqlMetadataStore = HttpMetadataStore(served)  # type: ignore[assignment]
+        else:
+            opened = SqlMetadataStore(url)
+        try:
+            yield build_world(opened)
+        finally:
+            opened.close()
+            drop()
 
 
 def _like(pattern: str) -> Callable[[str], bool]:

@@ -3,6 +3,7 @@ gate and promotion: on SQLite + a local folder and on PostgreSQL + S3, and throu
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
@@ -18,17 +19,19 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import molen
+from conftest import molen_server
 from molen.errors import ConflictError, InvalidNameError, InvalidValueError, NotFoundError, UsageError
 from molen.project import init_project
 from molen.registry import service
 from molen.registry.compare import diff_versions
 from molen.registry.gate import GateRule, load_rules, promote, run_gate, summary_markdown
 from molen.registry.lineage import data_lineage, model_lineage
+from molen.stores.metadata import close_metadata_stores
 from molen.workspace import open_workspace
 
 pytestmark = pytest.mark.usefixtures("no_importance")
 
-BACKENDS = ["local", "team"]
+BACKENDS = ["local", "team", "server"]
 
 
 def _git(root: Path, *args: str) -> None:
@@ -39,7 +42,8 @@ def _git(root: Path, *args: str) -> None:
 def project(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
-    """A git project; ``team`` stores metadata in PostgreSQL and objects in S3."""
+    """A git project; ``team`` stores metadata in PostgreSQL and objects in S3; ``server``
+    reaches both through a `molen server` (over SQLite and a folder) by HTTP."""
     root = tmp_path / "proj"
     init_project(root, experiment="churn")
     (root / ".gitignore").write_text(".molen/\n")
@@ -51,9 +55,16 @@ def project(
         monkeypatch.setenv("MOLEN_TRACKING_URI", request.getfixturevalue("postgres_url"))
         monkeypatch.setenv("MOLEN_OBJECTS_URL", f"s3://{request.getfixturevalue('s3_bucket')}/molen")
         monkeypatch.setenv("MOLEN_OBJECTS_S3_ENDPOINT_URL", request.getfixturevalue("s3_endpoint"))
-    yield root
-    while (run := molen.active_run()) is not None:
-        run.end()
+    with contextlib.ExitStack() as stack:
+        if request.param == "server":
+            served = stack.enter_context(
+                molen_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "objects")
+            )
+            monkeypatch.setenv("MOLEN_TRACKING_URI", served)
+        yield root
+        while (run := molen.active_run()) is not None:
+            run.end()
+        close_metadata_stores()
 
 
 def data(seed: int = 0, rows: int = 300) -> tuple[pd.DataFrame, pd.Series]:

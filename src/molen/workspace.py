@@ -44,6 +44,9 @@ class Workspace:
 
     @property
     def objects(self) -> ObjectStore:
+        tracking = str(self.settings["tracking.uri"] or "")
+        if tracking.startswith(("http://", "https://")) and self.settings.source("objects.url") == "default":
+            return self._server_objects(tracking)
         url = self.settings["objects.url"]
         if not url:
             raise UsageError(
@@ -58,6 +61,17 @@ class Workspace:
                 from molen.stores.objects import open_object_store
 
                 store = _object_stores[key] = open_object_store(url, s3_endpoint_url=endpoint, verify=verify)
+            return store
+
+    def _server_objects(self, url: str) -> ObjectStore:
+        """With a molen server for tracking and no object store of its own: the server's."""
+        key = (url, None, bool(self.settings["objects.verify"]))
+        with _lock:
+            store = _object_stores.get(key)
+            if store is None:
+                from molen.stores.objects.http import HttpObjectStore
+
+                store = _object_stores[key] = HttpObjectStore(url, verify=key[2])
             return store
 
 

@@ -52,6 +52,7 @@ COMMANDS = {
     "predict": "molen.cli.serve",
     "explain": "molen.cli.explain",
     "monitor": "molen.cli.monitor",
+    "server": "molen.cli.server",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

@@ -13,6 +13,7 @@ A model URI is one of::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from molen.entities import AliasEvent, ModelVersion, RegisteredModel
@@ -36,6 +37,8 @@ __all__ = [
     "register_run",
     "resolve",
     "rollback_alias",
+    "rollback_on",
+    "rollback_target",
     "set_alias",
 ]
 
@@ -311,17 +314,9 @@ def _holders(events: list[AliasEvent]) -> list[int]:
     return stack
 
 
-def rollback_alias(name: str, alias: str, *, workspace: Workspace | None = None) -> AliasEvent:
-    """Move ``name@alias`` back to the version it held before its last move.
-
-    Repeated rollbacks walk further back (3 → 2 → 1); :class:`ConflictError` when there is
-    nothing to go back to or that version was deleted.
-    """
-    workspace = workspace or open_workspace()
-    registry = workspace.metadata.registry
-    check_model_name(name)
-    check_alias(alias)
-    wanted: list[int] = []
+def rollback_target(name: str, alias: str) -> Callable[[list[AliasEvent]], int]:
+    """The rule of a rollback, given the alias's history: the version it held before its last
+    move (the tracking server applies the same rule)."""
 
     def target_of(events: list[AliasEvent]) -> int:
         if not events:
@@ -329,11 +324,24 @@ def rollback_alias(name: str, alias: str, *, workspace: Workspace | None = None)
         stack = _holders(events)
         if len(stack) < 2:
             raise ConflictError(f"{name}@{alias} has no previous version to roll back to")
-        wanted.append(stack[-2])
         return stack[-2]
 
+    return target_of
+
+
+def rollback_on(registry: Any, name: str, alias: str, user: str | None) -> AliasEvent:
+    """Roll ``name@alias`` back in ``registry`` by :func:`rollback_target`'s rule, in one
+    transaction (the tracking server calls this too)."""
+    wanted: list[int] = []
+    rule = rollback_target(name, alias)
+
+    def target_of(events: list[AliasEvent]) -> int:
+        wanted.append(rule(events))
+        return wanted[-1]
+
     try:
-        return registry.rollback_alias(name, alias, target_of, user=_user())
+        event: AliasEvent = registry.rollback_alias(name, alias, target_of, user=user)
+        return event
     except NotFoundError:
         if not wanted:
             raise
@@ -341,6 +349,18 @@ def rollback_alias(name: str, alias: str, *, workspace: Workspace | None = None)
             f"{name}@{alias} would roll back to version {wanted[0]}, which was deleted; "
             f"move it by hand: molen models alias {name} VERSION {alias}"
         ) from None
+
+
+def rollback_alias(name: str, alias: str, *, workspace: Workspace | None = None) -> AliasEvent:
+    """Move ``name@alias`` back to the version it held before its last move.
+
+    Repeated rollbacks walk further back (3 → 2 → 1); :class:`ConflictError` when there is
+    nothing to go back to or that version was deleted.
+    """
+    workspace = workspace or open_workspace()
+    check_model_name(name)
+    check_alias(alias)
+    return rollback_on(workspace.metadata.registry, name, alias, _user())
 
 
 def delete_version(name: str, version: int, *, workspace: Workspace | None = None) -> None:

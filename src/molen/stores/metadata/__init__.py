@@ -1,6 +1,7 @@
 """The metadata store: experiments, runs, params, metrics, tags, artifacts, data versions.
 
-Picked by URL (``sqlite:///…`` or ``postgresql+psycopg://…``); one open store per URL and process.
+Picked by URL (``sqlite:///…``, ``postgresql+psycopg://…``, or ``http(s)://`` for a ``molen server``,
+whose client has the same methods); one open store per URL and process.
 SQLAlchemy is imported when a store is opened, not with this package: the SQLite reader in
 :mod:`.lite` answers quick searches without it.
 """
@@ -32,10 +33,14 @@ def open_metadata_store(url: str) -> SqlMetadataStore:
     from molen.stores.metadata.sql import SqlMetadataStore
 
     with _lock:
-        store = _open.get(url)
-        if store is None:
-            store = _open[url] = SqlMetadataStore(url)
-        return store
+        if url not in _open:
+            if url.startswith(("http://", "https://")):  # a molen server: the same methods over HTTP
+                from molen.stores.metadata.http import HttpMetadataStore
+
+                _open[url] = HttpMetadataStore(url)  # type: ignore[assignment]
+            else:
+                _open[url] = SqlMetadataStore(url)
+        return _open[url]
 
 
 def close_metadata_stores() -> None:

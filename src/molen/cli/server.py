@@ -1,0 +1,56 @@
+"""``molen server``: the tracking server a team shares."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from molen.cli.app import app, open_workspace_of
+
+
+@app.command()
+def server(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every one).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    store: Annotated[
+        str | None,
+        typer.Option(help="Metadata store: postgresql+psycopg://… or sqlite:///… (default: tracking.uri)."),
+    ] = None,
+    artifacts: Annotated[
+        str | None, typer.Option(help="Object store: s3://bucket/prefix or a folder (default: objects.url).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+) -> None:
+    """Serve molen's REST API in front of a metadata store and an object store, for a team.
+
+    Point clients at it with MOLEN_TRACKING_URI=http://HOST:PORT: every molen command and the
+    Python API then read and write through it (artifacts and models too). The API is listed at
+    /docs; /health answers at once, before the stores are opened.
+    """
+    from molen.cli.render import console
+    from molen.errors import UsageError
+    from molen.server.run import ServerOptions, serve
+
+    workspace = open_workspace_of(ctx) if store is None or artifacts is None else None
+    chosen_store = store or (str(workspace.settings["tracking.uri"]) if workspace else "")
+    chosen_objects = artifacts or (str(workspace.settings["objects.url"] or "") if workspace else "")
+    if chosen_store.startswith(("http://", "https://")):
+        raise UsageError(
+            "--store must be a database (postgresql+psycopg://… or sqlite:///…), not another server"
+        )
+    if not chosen_objects:
+        raise UsageError("no object store: give --artifacts s3://bucket/prefix or a folder")
+    endpoint = workspace.settings["objects.s3_endpoint_url"] if workspace else None
+    console().print(
+        f"molen server on http://{host}:{port}  (API: /docs, health: /health); "
+        f"metadata {_masked(chosen_store)}, objects {chosen_objects}"
+    )
+    serve(ServerOptions(chosen_store, chosen_objects, endpoint, host, port, workers))
+
+
+def _masked(url: str) -> str:
+    from molen.config import mask_password
+
+    return mask_password(url)

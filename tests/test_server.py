@@ -1,0 +1,179 @@
+"""molen server: the stores behind one REST API; molen's CLI and Python API through it, objects
+checked and confined, errors that keep their meaning."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pytest
+
+from conftest import molen_server
+from molen.project import init_project
+
+
+def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, bytes, dict[str, str]]:
+    headers = {"Content-Type": "application/json"} if body is not None and "/objects/" not in url else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read(), dict(answer.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), dict(error.headers)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    with molen_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "objects") as url:
+        yield url
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_the_cli_and_the_python_api_work_through_a_server_process(tmp_path: Path) -> None:
+    port = free_port()
+    objects = tmp_path / "server-objects"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "molen", "server", "--port", str(port),
+         "--store", f"sqlite:///{tmp_path}/server.db", "--artifacts", str(objects)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        started = time.monotonic()
+        while not (_up(port) and call(f"http://127.0.0.1:{port}/health")[0] == 200):
+            assert time.monotonic() - started < 20, "molen server did not answer /health"
+            time.sleep(0.05)
+        root = tmp_path / "alice"
+        init_project(root, experiment="shared")
+        env = {**os.environ, "MOLEN_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        script = (
+            "import molen, numpy as np, pandas as pd\n"
+            "from sklearn.linear_model import LogisticRegression\n"
+            "X = pd.DataFrame({'a': np.arange(100.0), 'b': np.arange(100.0) % 7})\n"
+            "y = (X.a > 50).astype(int)\n"
+            "with molen.start_run() as run:\n"
+            "    run.log_params({'C': 1.0})\n"
+            "    for step in range(50):\n"
+            "        run.log_metric('loss', 1 / (step + 1), step=step)\n"
+            "    run.log_model(LogisticRegression().fit(X, y), 'shared_model', reference=X, y_reference=y)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=root, env={**env, "MOLEN_MODELS_IMPORTANCE": "false"},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        # a teammate in another folder sees the run and the model, through the same server
+        bob = tmp_path / "bob"
+        init_project(bob, experiment="shared")
+
+        def molen(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "molen", *args], cwd=bob, env=env, capture_output=True, text=True
+            )
+
+        runs = json.loads(molen("runs", "list", "-f", "json").stdout)
+        assert len(runs) == 1 and runs[0]["params"] == {"C": "1.0"} and runs[0]["metrics"]["loss"] == 0.02
+        assert molen("models", "alias", "shared_model", "1", "production").returncode == 0
+        shown = json.loads(molen("models", "show", "shared_model@production", "-f", "json").stdout)
+        assert shown["version"]["version"] == 1 and shown["manifest"]["task"] == "classification"
+        loaded = subprocess.run(
+            [sys.executable, "-c", "import molen; print(molen.load_model('shared_model@production').predict("
+             "[{'a': 80.0, 'b': 3.0}, {'a': 2.0, 'b': 2.0}]).tolist())"],
+            cwd=bob, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert loaded.stdout.strip() == "[1, 0]", loaded.stderr
+        assert not (root / ".molen" / "cache").exists()  # the artifacts went to the server
+        assert any(objects.rglob("*"))
+        refused = molen("models", "rollback", "shared_model", "production")
+        assert refused.returncode == 4 and "no previous version to roll back to" in refused.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _up(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_health_info_and_the_documented_api(server: str) -> None:
+    status, body, _ = call(f"{server}/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert json.loads(call(f"{server}/api/molen/v1/info")[1])["objects"] == "proxied"
+    schema = json.loads(call(f"{server}/openapi.json")[1])
+    for operation in ("log_batch", "search_runs", "metric_history", "set_alias", "rollback_alias"):
+        assert any(path.endswith(f"/{operation}") for path in schema["paths"]), operation
+    docs = call(f"{server}/docs")
+    assert docs[0] == 200 and b"swagger" in docs[1].lower()
+
+
+def test_errors_keep_their_class_and_carry_no_internals(server: str) -> None:
+    status, body, _ = call(f"{server}/api/molen/v1/store/get_run", "POST", b'{"run_id": "nope"}')
+    answer: dict[str, Any] = json.loads(body)
+    assert status == 404 and answer["error"] == "NotFoundError" and "nope" in answer["message"]
+    status, body, _ = call(f"{server}/api/molen/v1/store/get_run", "POST", b'{"run": "x"}')
+    assert status == 400 and "unknown argument 'run'" in json.loads(body)["message"]
+    for text in (
+        body.decode(),
+        call(f"{server}/api/molen/v1/store/list_experiments", "POST", b"{")[1].decode(),
+    ):
+        assert "Traceback" not in text and "/tmp/" not in text and "site-packages" not in text
+
+
+def test_objects_must_hash_to_their_key_and_keys_never_leave_the_store(server: str, tmp_path: Path) -> None:
+    data = b"model bytes"
+    digest = blake3.blake3(data).hexdigest()
+    key = f"{digest[:2]}/{digest[2:]}"
+    assert call(f"{server}/api/molen/v1/objects/{key}", "PUT", data)[0] == 200
+    assert call(f"{server}/api/molen/v1/objects/{key}")[1] == data
+    assert call(f"{server}/api/molen/v1/objects/{key}", "HEAD")[0] == 200
+    other = blake3.blake3(b"other").hexdigest()
+    status, body, _ = call(f"{server}/api/molen/v1/objects/{other[:2]}/{other[2:]}", "PUT", data)
+    assert status == 400 and "do not hash" in json.loads(body)["message"]
+    assert call(f"{server}/api/molen/v1/objects/{other[:2]}/{other[2:]}")[0] == 404
+    (tmp_path / "secret.txt").write_text("secret")
+    attempts = [
+        "../secret.txt",
+        "..%2Fsecret.txt",
+        "..%252Fsecret.txt",
+        "named/../../secret.txt",
+        "named/..%2F..%2Fsecret.txt",
+        "%2Fetc%2Fpasswd",
+        "named/..\\..\\secret.txt",
+        "named/a%00b",
+        "packs/../../secret.txt",
+        "named/runcache/../../../secret.txt",
+    ]
+    for attempt in attempts:
+        for method in ("GET", "PUT", "DELETE"):
+            status, body, _ = call(
+                f"{server}/api/molen/v1/objects/{attempt}", method, b"x" if method == "PUT" else None
+            )
+            assert status in {400, 404, 405}, (attempt, method, status)
+            assert b"secret" not in body
+    assert (tmp_path / "secret.txt").read_text() == "secret"
+    assert not list((tmp_path / "objects").rglob("secret*"))
+
+
+def test_an_unavailable_database_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    with molen_server("postgresql+psycopg://molen@127.0.0.1:9/nowhere", tmp_path / "objects") as url:
+        assert call(f"{url}/health")[0] == 200  # health never waits on the stores
+        status, body, headers = call(f"{url}/api/molen/v1/store/list_experiments", "POST", b"{}")
+        assert status == 503 and headers.get("retry-after") == "5"
+        assert json.loads(body)["error"] in {"StoreUnavailableError", "StoreError"}
