@@ -178,7 +178,8 @@ def demo(
         Path | None, typer.Option(help="Create the demo project here instead of a temp folder.")
     ] = None,
 ) -> None:
-    """Version a small data set and record, list and compare a few runs, in a fresh temporary project."""
+    """molen's main job: the whole life cycle in a fresh project (init, repro, experiments, gate,
+    serve, feedback, drift, alert, retrain, promote), step by step; the project is left behind."""
     from molen.demo import run_demo
 
     run_demo(keep)

@@ -163,7 +163,8 @@ def monitor(
     for check in report["quality"]:
         share = f"{check['share']:.1%}"
         out.print(
-            f"[yellow]quality[/] {check['column']}: {check['check']} in {share} of rows {check['detail']}"
+            f"[yellow]quality[/] {check['column']}: {check['check']} in {share} of rows"
+            + (f" ({check['detail']})" if check["detail"] else "")
         )
     volume = report["volume"]
     out.print(

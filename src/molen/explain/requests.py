@@ -63,7 +63,8 @@ def explain_request(request_id: str, *, log_root: str, workspace: Workspace) -> 
     if answered is None:
         raise NotFoundError(
             f"no prediction with request id {request_id!r} in the prediction log {log_root}; "
-            "check the id and the setting serving.prediction_log"
+            "check the id and the setting serving.prediction_log (a request of several rows "
+            f"logs each row under its own id: {request_id}-0, {request_id}-1, …)"
         )
     base = {
         "request_id": request_id,

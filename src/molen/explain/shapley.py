@@ -231,11 +231,11 @@ def _permutation(predictor: Predictor, frame: Any, *, quick: bool = False) -> Ex
         return np.asarray(predictor.predict(decoded), dtype=float)
 
     features = len(predictor.signature.names)
-    explainer = shap.explainers.Permutation(
-        output, shap.maskers.Independent(codes.encode(background), max_samples=BACKGROUND_ROWS)
+    explainer = shap.explainers.Permutation(  # seeded: the same row, the same attributions
+        output, shap.maskers.Independent(codes.encode(background), max_samples=BACKGROUND_ROWS), seed=0
     )
     evals = 2 * features + 1 if quick else max(2 * features + 1, 10 * features)
-    result = explainer(codes.encode(frame), max_evals=evals)
+    result = explainer(codes.encode(frame), max_evals=evals, silent=True)  # molen shows its own progress
     values = np.asarray(result.values, dtype=float)
     base = np.asarray(result.base_values, dtype=float).reshape(len(values))
     label = f"probability of {classes[-1]}" if predictor.has_proba and classes else "prediction"

@@ -170,6 +170,10 @@ def create_app(store_url: str, objects_url: str, *, s3_endpoint_url: str | None 
         log.exception("molen server: unexpected error")
         return JSONResponse({"error": "ServerError", "message": "internal error (see the server's log)"}, 500)
 
+    from molen.server.mlflow import router as mlflow_router
+
+    app.include_router(mlflow_router)
+
     @app.get("/health", tags=["server"])
     def health() -> dict[str, str]:
         """Up (it does not touch the stores, so probes never wait on them)."""

@@ -45,6 +45,8 @@ def reap_dead_runs(store: SqlMetadataStore, *, heartbeat_interval: float) -> lis
     silent_after = int(heartbeat_interval * 4 * 1000)
     dead = []
     for run_id, run_host, pid, pid_started, heartbeat in running:
+        if run_host == "mlflow-client":  # MLflow has no heartbeat: its client ends its runs
+            continue
         if run_host == host and pid is not None:
             alive = _process_alive(pid, pid_started)
         else:

@@ -84,6 +84,11 @@ def translated(method: F) -> F:
             return method(self, *args, **kwargs)
         except OperationalError as exc:
             raise store._operational(exc) from None
+        except IntegrityError as exc:  # the caller's mistake, not the store's: never a 5xx
+            detail = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+            if "foreign key" in detail.lower():
+                raise NotFoundError(f"no such run or experiment in the metadata store ({detail})") from None
+            raise ConflictError(f"the metadata store refused the write: {detail}") from None
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise store._unreachable() from None

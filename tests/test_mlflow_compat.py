@@ -1,0 +1,134 @@
+"""The real `mlflow` client (pinned in the dev extra) against `molen server`: training code full of
+mlflow.log_* runs unchanged, what it logs is molen's, and molen's runs are visible to MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import molen_server
+from molen.project import init_project
+
+CLIENT = """
+import json, sys
+import mlflow
+from mlflow import MlflowClient
+
+mlflow.set_experiment("mlflow-exp")
+with mlflow.start_run(run_name="from-mlflow") as run:
+    mlflow.log_param("lr", 0.01)
+    mlflow.log_params({"epochs": 3, "optimizer": "adam"})
+    mlflow.log_metric("loss", 0.5, step=1)
+    mlflow.log_metrics({"acc": 0.9, "loss": 0.4}, step=2)
+    mlflow.set_tag("team", "anchor")
+found = mlflow.search_runs(filter_string="metrics.acc > 0.5 and params.optimizer = 'adam'")
+history = MlflowClient().get_metric_history(run.info.run_id, "loss")
+print(json.dumps({
+    "run_id": run.info.run_id,
+    "found": found["run_id"].tolist(),
+    "history": [[m.step, m.value] for m in history],
+    "status": MlflowClient().get_run(run.info.run_id).info.status,
+}))
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    with molen_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "objects") as url:
+        yield url
+
+
+def mlflow_client(server: str, code: str, cwd: Path) -> Any:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_mlflow_training_code_logs_into_molen_unchanged(server: str, tmp_path: Path) -> None:
+    logged = mlflow_client(server, CLIENT, tmp_path)
+    assert logged["found"] == [logged["run_id"]] and logged["status"] == "FINISHED"
+    assert logged["history"] == [[1, 0.5], [2, 0.4]]
+
+    project = tmp_path / "team"
+    init_project(project)
+    env = {**os.environ, "MOLEN_TRACKING_URI": server}
+    listed = subprocess.run(
+        [sys.executable, "-m", "molen", "runs", "list", "-e", "mlflow-exp", "-f", "json"],
+        cwd=project, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    (run,) = json.loads(listed.stdout)
+    assert run["id"] == logged["run_id"] and run["name"] == "from-mlflow" and run["status"] == "FINISHED"
+    assert run["params"] == {"lr": "0.01", "epochs": "3", "optimizer": "adam"}
+    assert run["metrics"] == {"loss": 0.4, "acc": 0.9} and run["tags"]["team"] == "anchor"
+
+
+def test_molen_runs_are_visible_to_mlflow_search_runs(server: str, tmp_path: Path) -> None:
+    project = tmp_path / "team"
+    init_project(project, experiment="molen-exp")
+    script = (
+        "import molen\n"
+        "with molen.start_run(name='from-molen') as run:\n"
+        "    run.log_params({'depth': 8})\n"
+        "    run.log_metric('auc', 0.93)\n"
+        "print(run.id)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=project, env={**os.environ, "MOLEN_TRACKING_URI": server},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    seen = mlflow_client(
+        server,
+        "import json, mlflow\n"
+        "runs = mlflow.search_runs(experiment_names=['molen-exp'], filter_string='metrics.auc > 0.9')\n"
+        "print(json.dumps({'ids': runs['run_id'].tolist(), 'depth': runs['params.depth'].tolist(),"
+        " 'name': runs['tags.mlflow.runName'].tolist()}))\n",
+        tmp_path,
+    )
+    assert seen == {"ids": [run_id], "depth": ["8"], "name": ["from-molen"]}
+
+
+def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_error_semantics_the_client_depends_on(server: str) -> None:
+    api = f"{server}/api/2.0/mlflow"
+    try:
+        urllib.request.urlopen(f"{api}/experiments/get-by-name?experiment_name=nope", timeout=30)
+        raise AssertionError("a missing experiment must be a 404")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404 and json.loads(error.read())["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    status, answer = post(f"{api}/experiments/create", {"name": "twice"})
+    assert status == 200 and answer["experiment_id"]
+    status, answer = post(f"{api}/experiments/create", {"name": "twice"})
+    assert status == 400 and answer["error_code"] == "RESOURCE_ALREADY_EXISTS"
+    status, created = post(f"{api}/runs/create", {"experiment_id": answer.get("experiment_id", "1") or "1"})
+    run_id = created["run"]["info"]["run_id"]
+    assert post(f"{api}/runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.1"})[0] == 200
+    status, answer = post(f"{api}/runs/log-parameter", {"run_id": run_id, "key": "lr", "value": "0.2"})
+    assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"  # a client error: never 5xx
+    status, answer = post(f"{api}/runs/log-metric", {"run_id": "0" * 32, "key": "m", "value": 1.0})
+    assert status == 404 and answer["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    status, answer = post(f"{api}/runs/search", {"filter": "metrics.acc >>> 1"})
+    assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
