@@ -211,6 +211,11 @@ def test_the_run_cache_restores_outs_instead_of_rerunning(project: Project) -> N
     assert actions(result)["train"] == "restored"
     assert (project.root / "runs.log").read_text().count("train") == 2  # not run a third time
     assert json.loads((project.root / "model.json").read_text())["weight"] == 2.5
+    # restored as a run would leave them: outs ignored by git, the metrics file kept in git
+    ignored = (
+        (project.root / ".gitignore").read_text().split() if (project.root / ".gitignore").exists() else []
+    )
+    assert "/model.json" in ignored and "/metrics.json" not in ignored
     assert run(project, force=True).outcomes[1].action == "ran"  # --force runs anyway
 
 

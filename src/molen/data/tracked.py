@@ -340,12 +340,14 @@ class DataSession:
         current = self._current(relative, SILENT, store=False)
         return None if current is None else current[0]
 
-    def materialize(self, relative: str, pointer: Pointer) -> None:
+    def materialize(self, relative: str, pointer: Pointer, *, ignore: bool = True) -> None:
         """Make the project-relative path hold version ``pointer`` from the cache, replacing
-        whatever is there (a pipeline restoring outs from its run cache)."""
+        whatever is there (a pipeline restoring outs from its run cache); ``ignore`` also adds
+        it to the .gitignore beside it (outs, not metrics files, which git keeps)."""
         with data_lock(self.project.state_dir, timeout=self.lock_timeout):
             self._checkout_one(TrackedPath(relative, pointer), force=True, progress=SILENT)
-        _ignore_in_git(self.absolute(relative))
+        if ignore:
+            _ignore_in_git(self.absolute(relative))
 
     def ignore_in_git(self, relative: str) -> None:
         """Add the project-relative path to the .gitignore beside it (once)."""

@@ -229,7 +229,7 @@ class _Execution:
         if set(outs) != set(stage.products) or not all(cache.exists(p.hash) for p in outs.values()):
             return False
         for path, pointer in outs.items():
-            self.session.materialize(path, pointer)
+            self.session.materialize(path, pointer, ignore=path in stage.outs)  # as a run would
         return True
 
     def _record(self, stage: Stage, state: StageState, key: str) -> StageRecord:
