@@ -203,11 +203,8 @@ def get_experiment(request: Request, experiment_id: str = "") -> Any:
 @router.post(f"{PREFIX}/experiments/create")
 async def create_experiment(request: Request) -> Any:
     """A new experiment (400 RESOURCE_ALREADY_EXISTS if the name is taken)."""
-    body = await _handle_body(request)
-    if isinstance(body, JSONResponse):
-        return body
 
-    def create() -> Any:
+    def create(body: dict[str, Any]) -> Any:
         store = _store(request)
         name = str(body.get("name") or "")
         if not name:
@@ -216,24 +213,23 @@ async def create_experiment(request: Request) -> Any:
             raise MlflowError("RESOURCE_ALREADY_EXISTS", f"Experiment '{name}' already exists.", 400)
         return {"experiment_id": str(store.get_or_create_experiment(name).id)}
 
-    return _handle(create)
+    return await _posted(request, create)
 
 
-async def _handle_body(request: Request) -> dict[str, Any] | JSONResponse:
+async def _posted(request: Request, action: Any) -> Any:
+    """Parse the JSON body and answer ``action(body)``, errors in MLflow's terms."""
     try:
-        return await _body(request)
+        body = await _body(request)
     except MlflowError as exc:
         return error_response(exc)
+    return _handle(lambda: action(body))
 
 
 @router.post(f"{PREFIX}/runs/create")
 async def create_run(request: Request) -> Any:
     """A new RUNNING run in ``experiment_id`` (its name from ``run_name`` or the tag mlflow.runName)."""
-    body = await _handle_body(request)
-    if isinstance(body, JSONResponse):
-        return body
 
-    def create() -> Any:
+    def create(body: dict[str, Any]) -> Any:
         from molen.tracking.runs import _generated_name
 
         store = _store(request)
@@ -253,7 +249,7 @@ async def create_run(request: Request) -> Any:
         )
         return {"run": _run(store.get_run(run_id), store)}
 
-    return _handle(create)
+    return await _posted(request, create)
 
 
 @router.get(f"{PREFIX}/runs/get")
@@ -268,11 +264,7 @@ def get_run(request: Request, run_id: str = "", run_uuid: str = "") -> Any:
 
 
 async def _log(request: Request, build: Any) -> Any:
-    body = await _handle_body(request)
-    if isinstance(body, JSONResponse):
-        return body
-
-    def log() -> Any:
+    def log(body: dict[str, Any]) -> Any:
         store = _store(request)
         run_id = _run_id(body)
         params, tags, metrics = build(body)
@@ -289,7 +281,7 @@ async def _log(request: Request, build: Any) -> Any:
             raise
         return {}
 
-    return _handle(log)
+    return await _posted(request, log)
 
 
 @router.post(f"{PREFIX}/runs/log-parameter")
@@ -326,11 +318,8 @@ async def log_batch(request: Request) -> Any:
 @router.post(f"{PREFIX}/runs/update")
 async def update_run(request: Request) -> Any:
     """End the run (``status``, ``end_time``) or rename it (``run_name``)."""
-    body = await _handle_body(request)
-    if isinstance(body, JSONResponse):
-        return body
 
-    def update() -> Any:
+    def update(body: dict[str, Any]) -> Any:
         store = _store(request)
         run_id = _run_id(body)
         status = str(body.get("status") or "")
@@ -342,17 +331,14 @@ async def update_run(request: Request) -> Any:
             store.end_run(run_id, status, int(body.get("end_time") or time.time() * 1000))
         return {"run_info": _run_info(store.get_run(run_id))}
 
-    return _handle(update)
+    return await _posted(request, update)
 
 
 @router.post(f"{PREFIX}/runs/search")
 async def search_runs(request: Request) -> Any:
     """Runs of ``experiment_ids`` matching ``filter`` (MLflow's syntax), ``order_by``, paged."""
-    body = await _handle_body(request)
-    if isinstance(body, JSONResponse):
-        return body
 
-    def search() -> Any:
+    def search(body: dict[str, Any]) -> Any:
         from molen.query import parse_filter, parse_sort
 
         store = _store(request)
@@ -380,7 +366,7 @@ async def search_runs(request: Request) -> Any:
             answer["next_page_token"] = str(offset + limit)
         return answer
 
-    return _handle(search)
+    return await _posted(request, search)
 
 
 @router.get(f"{PREFIX}/metrics/get-history")
