@@ -132,3 +132,100 @@ def test_error_semantics_the_client_depends_on(server: str) -> None:
     assert status == 404 and answer["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     status, answer = post(f"{api}/runs/search", {"filter": "metrics.acc >>> 1"})
     assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+MODEL_CLIENT = """
+import json
+import mlflow, numpy as np, pandas as pd
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+
+mlflow.set_experiment("models")
+X = pd.DataFrame({"a": np.arange(100.0), "b": np.arange(100.0) % 7})
+y = (X.a > 50).astype(int)
+with mlflow.start_run() as run:
+    mlflow.log_dict({"k": 1}, "cfg/config.json")
+    with open("notes.txt", "w") as handle:
+        handle.write("hello")
+    mlflow.log_artifact("notes.txt")
+    mlflow.sklearn.log_model(
+        LogisticRegression().fit(X, y),
+        name="model",
+        registered_model_name="anchor_model",
+        input_example=X.head(2),
+    )
+loaded = mlflow.pyfunc.load_model("models:/anchor_model/1")
+MlflowClient().set_registered_model_alias("anchor_model", "champion", "1")
+by_alias = mlflow.sklearn.load_model("models:/anchor_model@champion")
+print(json.dumps({
+    "run_id": run.info.run_id,
+    "pyfunc": loaded.predict(pd.DataFrame({"a": [80.0, 2.0], "b": [1.0, 2.0]})).tolist(),
+    "alias": by_alias.predict(pd.DataFrame({"a": [90.0], "b": [3.0]})).tolist(),
+    "config": mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/cfg/config.json"),
+    "listing": sorted(f.path for f in MlflowClient().list_artifacts(run.info.run_id)),
+}))
+"""
+
+
+def test_mlflow_models_are_logged_registered_aliased_and_loaded(server: str, tmp_path: Path) -> None:
+    found = mlflow_client(server, MODEL_CLIENT, tmp_path)
+    assert found["pyfunc"] == [1, 0] and found["alias"] == [1]
+    assert found["config"] == {"k": 1} and found["listing"] == ["cfg", "notes.txt"]
+    # molen sees the registered version and its alias; it points molen users to MLflow's loader
+    project = tmp_path / "team"
+    init_project(project)
+    env = {**os.environ, "MOLEN_TRACKING_URI": server}
+    listed = subprocess.run(
+        [sys.executable, "-m", "molen", "models", "list", "-f", "json"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    (model,) = json.loads(listed.stdout)
+    assert model["name"] == "anchor_model" and model["aliases"] == {"champion": 1}
+    shown = subprocess.run(
+        [sys.executable, "-m", "molen", "models", "show", "anchor_model@champion"],
+        cwd=project, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert shown.returncode == 2 and "was logged by MLflow" in shown.stderr
+
+
+def test_artifact_paths_never_escape(server: str, tmp_path: Path) -> None:
+    status, created = post(f"{server}/api/2.0/mlflow/runs/create", {"experiment_id": "0"})
+    if status == 404:  # no default experiment yet
+        experiment = post(f"{server}/api/2.0/mlflow/experiments/create", {"name": "paths"})[1][
+            "experiment_id"
+        ]
+        status, created = post(f"{server}/api/2.0/mlflow/runs/create", {"experiment_id": experiment})
+    info = created["run"]["info"]
+    base = f"{server}/api/2.0/mlflow-artifacts/artifacts/{info['experiment_id']}/{info['run_id']}/artifacts"
+    attempts = [
+        "../../../etc/passwd",
+        "..%2F..%2Fetc%2Fpasswd",
+        "..%252F..%252Fetc%252Fpasswd",
+        "%2Fetc%2Fpasswd",
+        "a/../../b",
+        "a%5C..%5C..%5Cb",
+        "a%00b",
+        "./a",
+        "a//b",
+    ]
+    for attempt in attempts:
+        put = urllib.request.Request(f"{base}/{attempt}", data=b"x", method="PUT")
+        try:
+            with urllib.request.urlopen(put, timeout=30) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        assert status in {400, 404}, (attempt, status)
+        try:
+            urllib.request.urlopen(f"{base}/{attempt}", timeout=30)
+            raise AssertionError(f"{attempt} was served")
+        except urllib.error.HTTPError as error:
+            assert error.code in {400, 404} and b"root:" not in error.read()
+    listed = urllib.request.urlopen(
+        f"{server}/api/2.0/mlflow-artifacts/artifacts?path={info['experiment_id']}/{info['run_id']}/artifacts",
+        timeout=30,
+    )
+    assert json.loads(listed.read()) == {"files": []}  # nothing was stored under any of those names

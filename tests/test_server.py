@@ -48,10 +48,12 @@ def free_port() -> int:
 def test_the_cli_and_the_python_api_work_through_a_server_process(tmp_path: Path) -> None:
     port = free_port()
     objects = tmp_path / "server-objects"
+    log = tmp_path / "server.log"
+    sink = log.open("wb")  # a file, not a pipe nobody reads: the server must never block on its log
     process = subprocess.Popen(
         [sys.executable, "-m", "molen", "server", "--port", str(port),
          "--store", f"sqlite:///{tmp_path}/server.db", "--artifacts", str(objects)],
-        stdout=subprocess.PIPE,
+        stdout=sink,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -87,10 +89,17 @@ def test_the_cli_and_the_python_api_work_through_a_server_process(tmp_path: Path
                 [sys.executable, "-m", "molen", *args], cwd=bob, env=env, capture_output=True, text=True
             )
 
-        runs = json.loads(molen("runs", "list", "-f", "json").stdout)
+        def molen_json(*args: str) -> Any:
+            done = molen(*args)
+            assert done.returncode == 0, (
+                f"molen {' '.join(args)}: {done.stderr}\nserver: {log.read_text()[-2000:]}"
+            )
+            return json.loads(done.stdout)
+
+        runs = molen_json("runs", "list", "-f", "json")
         assert len(runs) == 1 and runs[0]["params"] == {"C": "1.0"} and runs[0]["metrics"]["loss"] == 0.02
         assert molen("models", "alias", "shared_model", "1", "production").returncode == 0
-        shown = json.loads(molen("models", "show", "shared_model@production", "-f", "json").stdout)
+        shown = molen_json("models", "show", "shared_model@production", "-f", "json")
         assert shown["version"]["version"] == 1 and shown["manifest"]["task"] == "classification"
         loaded = subprocess.run(
             [sys.executable, "-c", "import molen; print(molen.load_model('shared_model@production').predict("
@@ -105,6 +114,7 @@ def test_the_cli_and_the_python_api_work_through_a_server_process(tmp_path: Path
     finally:
         process.terminate()
         process.wait(timeout=20)
+        sink.close()
 
 
 def _up(port: int) -> bool:

@@ -221,6 +221,11 @@ def resolve(uri: str | ModelRef, *, workspace: Workspace | None = None) -> Resol
                 f"set it with: molen models alias {ref.name} VERSION {ref.alias}"
             )
         version = registry.get_version(ref.name, number)
+    if version.flavor == "mlflow":  # registered through molen server's MLflow API: MLflow's format
+        raise UsageError(
+            f"{version.name}/{version.version} was logged by MLflow: load it with "
+            f"mlflow.pyfunc.load_model('models:/{version.name}/{version.version}') against this server"
+        )
     return Resolved(version.digest, version, version.run_id, version.artifact_path)
 
 

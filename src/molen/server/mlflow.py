@@ -16,6 +16,7 @@ when the client ends them.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -393,3 +394,386 @@ def server_info() -> dict[str, Any]:
         "multipart_uploads_enabled": False,
         "multipart_downloads_enabled": False,
     }
+
+
+# -- artifacts, logged models, the registry ----------------------------------------------------------
+#
+# A run's artifact is a molen artifact of that run (content-addressed bytes + a row). A logged
+# model's files are artifacts of its source run under ``mlflow-models/<model id>/``, and its
+# record (name, experiment, status, tags) a small named document of the object store. A model
+# version registered by MLflow is a molen registry version with flavor ``mlflow`` whose digest is
+# the MLmodel file's.
+
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+MODELS = "mlflow-models"
+_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
+
+
+def _clean_path(path: str) -> str:
+    """An artifact path as stored: relative, no empty, ``.`` or ``..`` segments, no backslash or
+    NUL (names only: bytes are stored by hash, so a name can never reach a file)."""
+    lowered = path.lower()
+    encoded = any(mark in lowered for mark in ("%2f", "%5c", "%00", "%2e"))  # separators still encoded
+    if "\\" in path or "\x00" in path or path.startswith("/") or encoded:
+        raise MlflowError("INVALID_PARAMETER_VALUE", "invalid artifact path", 400)
+    parts = path.split("/")
+    if any(part in {"", ".", ".."} for part in parts):
+        raise MlflowError("INVALID_PARAMETER_VALUE", "invalid artifact path", 400)
+    return path
+
+
+def _objects(request: Request) -> Any:
+    return request.app.state.stores.objects
+
+
+def _model_record(request: Request, model_id: str) -> dict[str, Any]:
+    import json
+
+    if not _MODEL_ID.fullmatch(model_id):
+        raise MlflowError("RESOURCE_DOES_NOT_EXIST", f"Logged model with ID '{model_id}' not found.", 404)
+    try:
+        found: dict[str, Any] = json.loads(_objects(request).get_named(f"mlflow/models/{model_id}"))
+    except NotFoundError:
+        raise MlflowError(
+            "RESOURCE_DOES_NOT_EXIST", f"Logged model with ID '{model_id}' not found.", 404
+        ) from None
+    return found
+
+
+def _save_model(request: Request, record: dict[str, Any]) -> None:
+    import json
+
+    record["last_updated_timestamp_ms"] = int(time.time() * 1000)
+    _objects(request).put_named(f"mlflow/models/{record['model_id']}", json.dumps(record).encode())
+
+
+def _model(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": {
+            "info": {**record, "tags": [{"key": k, "value": v} for k, v in record["tags"].items()]},
+            "data": {},
+        }
+    }
+
+
+def _where(request: Request, location: str) -> tuple[str, str]:
+    """(run id, artifact path prefix) of ``EXP/RUN/artifacts[/…]`` or ``EXP/models/MODEL/artifacts[/…]``."""
+    parts = location.strip("/").split("/")
+    if len(parts) >= 3 and parts[2] == "artifacts" and re.fullmatch(r"[0-9a-f]{32}", parts[1]):
+        return parts[1], "/".join(parts[3:])
+    if len(parts) >= 4 and parts[1] == "models" and parts[3] == "artifacts":
+        record = _model_record(request, parts[2])
+        inside = "/".join(parts[4:])
+        return record["source_run_id"], f"{MODELS}/{parts[2]}" + (f"/{inside}" if inside else "")
+    raise MlflowError("INVALID_PARAMETER_VALUE", "not an artifact location of this server", 400)
+
+
+@router.put(f"{ARTIFACTS}/{{location:path}}")
+async def upload_artifact(location: str, request: Request) -> Any:
+    """Store one file of a run or of a logged model (the raw body)."""
+    from molen.entities import Artifact
+
+    try:
+        run_id, path = _where(request, location)
+        path = _clean_path(path)
+        data = await request.body()
+        digest = _objects(request).put_bytes(data)
+        _store(request).add_artifact(run_id, Artifact(path, digest, len(data)))
+    except MlflowError as exc:
+        return error_response(exc)
+    except MolenError as exc:
+        return error_response(_translated(exc))
+    return {}
+
+
+@router.get(f"{ARTIFACTS}/{{location:path}}")
+def download_artifact(location: str, request: Request) -> Any:
+    """The bytes of one file of a run or of a logged model."""
+    from fastapi.responses import Response
+
+    def read() -> Any:
+        run_id, path = _where(request, location)
+        path = _clean_path(path)
+        found = next((a for a in _store(request).get_run(run_id).artifacts if a.path == path), None)
+        if found is None:
+            raise MlflowError("RESOURCE_DOES_NOT_EXIST", f"no artifact {path!r}", 404)
+        return Response(_objects(request).get_bytes(found.digest), media_type="application/octet-stream")
+
+    return _handle(read)
+
+
+@router.get(ARTIFACTS)
+def list_artifacts(request: Request, path: str = "") -> Any:
+    """The files and folders directly in ``path`` (``EXP/RUN/artifacts/DIR``)."""
+
+    def listing() -> Any:
+        run_id, prefix = _where(request, path)
+        prefix = prefix.rstrip("/")
+        start = f"{prefix}/" if prefix else ""
+        files: dict[str, dict[str, Any]] = {}
+        for artifact in _store(request).get_run(run_id).artifacts:
+            if not artifact.path.startswith(start) or (not prefix and artifact.path.startswith(f"{MODELS}/")):
+                continue
+            rest = artifact.path[len(start) :]
+            head, _, tail = rest.partition("/")
+            if tail:
+                files.setdefault(head, {"path": head, "is_dir": True})
+            else:
+                files[head] = {"path": head, "is_dir": False, "file_size": artifact.size}
+        return {"files": [files[name] for name in sorted(files)]}
+
+    return _handle(listing)
+
+
+@router.post(f"{PREFIX}/logged-models")
+async def create_logged_model(request: Request) -> Any:
+    """A model being logged (its files follow, under its artifact location)."""
+
+    def create(body: dict[str, Any]) -> Any:
+        run_id = str(body.get("source_run_id") or "")
+        if not run_id:
+            raise MlflowError("INVALID_PARAMETER_VALUE", "a logged model needs its source_run_id", 400)
+        run = _store(request).get_run(run_id)
+        model_id = f"m-{uuid.uuid4().hex}"
+        now = int(time.time() * 1000)
+        record = {
+            "model_id": model_id,
+            "experiment_id": str(body.get("experiment_id") or run.experiment_id),
+            "name": str(body.get("name") or "model"),
+            "creation_timestamp_ms": now,
+            "last_updated_timestamp_ms": now,
+            "artifact_uri": f"mlflow-artifacts:/{run.experiment_id}/models/{model_id}/artifacts",
+            "status": "LOGGED_MODEL_PENDING",
+            "model_type": str(body.get("model_type") or ""),
+            "source_run_id": run_id,
+            "tags": _pairs(body.get("tags"), "tag"),
+        }
+        _save_model(request, record)
+        return _model(record)
+
+    return await _posted(request, create)
+
+
+@router.get(f"{PREFIX}/logged-models/{{model_id}}")
+def get_logged_model(model_id: str, request: Request) -> Any:
+    """A logged model's record."""
+    return _handle(lambda: _model(_model_record(request, model_id)))
+
+
+@router.patch(f"{PREFIX}/logged-models/{{model_id}}")
+async def finalize_logged_model(model_id: str, request: Request) -> Any:
+    """Set a logged model's status (READY once its files are up)."""
+
+    def finalize(body: dict[str, Any]) -> Any:
+        record = _model_record(request, model_id)
+        record["status"] = str(body.get("status") or record["status"])
+        _save_model(request, record)
+        return _model(record)
+
+    return await _posted(request, finalize)
+
+
+@router.patch(f"{PREFIX}/logged-models/{{model_id}}/tags")
+async def tag_logged_model(model_id: str, request: Request) -> Any:
+    """Add tags to a logged model."""
+
+    def tag(body: dict[str, Any]) -> Any:
+        record = _model_record(request, model_id)
+        record["tags"].update(_pairs(body.get("tags"), "tag"))
+        _save_model(request, record)
+        return {}
+
+    return await _posted(request, tag)
+
+
+@router.post(f"{PREFIX}/runs/outputs")
+async def log_outputs(request: Request) -> Any:
+    """Which models a run produced (kept as the run's tag ``mlflow.loggedModels``)."""
+
+    def outputs(body: dict[str, Any]) -> Any:
+        import json
+
+        ids = [str(item.get("model_id")) for item in body.get("models") or [] if isinstance(item, dict)]
+        _store(request).log_batch(_run_id(body), tags={"mlflow.loggedModels": json.dumps(ids)})
+        return {}
+
+    return await _posted(request, outputs)
+
+
+def _registered_marker(request: Request, name: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        found: dict[str, Any] = json.loads(_objects(request).get_named(f"mlflow/registered/{name}"))
+    except NotFoundError:
+        return None
+    return found
+
+
+def _version(found: Any) -> dict[str, Any]:
+    return {
+        "name": found.name,
+        "version": str(found.version),
+        "creation_timestamp": found.created_at,
+        "last_updated_timestamp": found.created_at,
+        "current_stage": "None",
+        "description": found.description or "",
+        "source": f"models:/{found.artifact_path.removeprefix(MODELS + '/')}",
+        "run_id": found.run_id or "",
+        "status": "READY",
+        "run_link": "",
+        "aliases": list(found.aliases),
+    }
+
+
+def _versions(registry: Any, name: str) -> list[Any]:
+    """The versions of ``name`` (none when molen knows no such model yet)."""
+    try:
+        return list(registry.list_versions(name))
+    except NotFoundError:
+        return []
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}", name):
+        raise MlflowError("INVALID_PARAMETER_VALUE", f"invalid registered model name {name!r}", 400)
+    return name
+
+
+@router.post(f"{PREFIX}/registered-models/create")
+async def create_registered_model(request: Request) -> Any:
+    """A registered model (400 RESOURCE_ALREADY_EXISTS when it exists: the client then adds a version)."""
+
+    def create(body: dict[str, Any]) -> Any:
+        import json
+
+        name = _check_name(str(body.get("name") or ""))
+        registry = _store(request).registry
+        if _registered_marker(request, name) is not None or _versions(registry, name):
+            raise MlflowError(
+                "RESOURCE_ALREADY_EXISTS", f"Registered Model (name={name}) already exists.", 400
+            )
+        now = int(time.time() * 1000)
+        record = {"name": name, "creation_timestamp": now, "description": str(body.get("description") or "")}
+        _objects(request).put_named(f"mlflow/registered/{name}", json.dumps(record).encode())
+        return {"registered_model": {**record, "last_updated_timestamp": now}}
+
+    return await _posted(request, create)
+
+
+@router.post(f"{PREFIX}/model-versions/create")
+async def create_model_version(request: Request) -> Any:
+    """The next version of a registered model, from a logged model (``source: models:/m-…``)."""
+
+    def create(body: dict[str, Any]) -> Any:
+        name = _check_name(str(body.get("name") or ""))
+        model_id = str(body.get("model_id") or str(body.get("source") or "").removeprefix("models:/"))
+        record = _model_record(request, model_id)
+        prefix = f"{MODELS}/{model_id}/"
+        run = _store(request).get_run(record["source_run_id"])
+        mlmodel = next((a for a in run.artifacts if a.path == prefix + "MLmodel"), None)
+        if mlmodel is None:
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"logged model {model_id} has no MLmodel file", 400)
+        found = _store(request).registry.create_version(
+            name,
+            run_id=run.id,
+            artifact_path=f"{MODELS}/{model_id}",
+            digest=mlmodel.digest,
+            flavor="mlflow",
+            user=run.user,
+            description=str(body.get("description") or "") or None,
+        )
+        return {"model_version": _version(found)}
+
+    return await _posted(request, create)
+
+
+@router.get(f"{PREFIX}/registered-models/get")
+def get_registered_model(request: Request, name: str = "") -> Any:
+    """A registered model with its latest version."""
+
+    def read() -> Any:
+        registry = _store(request).registry
+        versions = _versions(registry, name) if name else []
+        marker = _registered_marker(request, name) if name else None
+        if not versions and marker is None:
+            raise MlflowError("RESOURCE_DOES_NOT_EXIST", f"Registered Model with name={name} not found", 404)
+        created = min([v.created_at for v in versions] + ([marker["creation_timestamp"]] if marker else []))
+        latest = max(versions, key=lambda v: v.version) if versions else None
+        aliases = [{"alias": a, "version": str(v.version)} for v in versions for a in v.aliases]
+        return {
+            "registered_model": {
+                "name": name,
+                "creation_timestamp": created,
+                "last_updated_timestamp": max([v.created_at for v in versions] + [created]),
+                "latest_versions": [_version(latest)] if latest else [],
+                "aliases": aliases,
+            }
+        }
+
+    return _handle(read)
+
+
+@router.get(f"{PREFIX}/model-versions/get-download-uri")
+def get_download_uri(request: Request, name: str = "", version: str = "") -> Any:
+    """Where a version's files are (the logged model's artifact location)."""
+
+    def read() -> Any:
+        try:
+            number = int(version)
+        except ValueError:
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"invalid model version {version!r}", 400) from None
+        found = _store(request).registry.get_version(name, number)
+        if found.flavor != "mlflow":
+            raise MlflowError(
+                "INVALID_PARAMETER_VALUE",
+                f"{name}/{version} is a molen model: load it with molen.load_model",
+                400,
+            )
+        model_id = found.artifact_path.removeprefix(f"{MODELS}/")
+        return {"artifact_uri": _model_record(request, model_id)["artifact_uri"]}
+
+    return _handle(read)
+
+
+@router.get(f"{PREFIX}/model-versions/get")
+def get_model_version(request: Request, name: str = "", version: str = "") -> Any:
+    """One version of a registered model."""
+
+    def read() -> Any:
+        try:
+            number = int(version)
+        except ValueError:
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"invalid model version {version!r}", 400) from None
+        return {"model_version": _version(_store(request).registry.get_version(name, number))}
+
+    return _handle(read)
+
+
+@router.get(f"{PREFIX}/registered-models/alias")
+def get_by_alias(request: Request, name: str = "", alias: str = "") -> Any:
+    """The version an alias names."""
+
+    def read() -> Any:
+        registry = _store(request).registry
+        number = registry.alias_version(name, alias)
+        if number is None:
+            raise MlflowError("RESOURCE_DOES_NOT_EXIST", f"Registered model alias {alias} not found.", 404)
+        return {"model_version": _version(registry.get_version(name, number))}
+
+    return _handle(read)
+
+
+@router.post(f"{PREFIX}/registered-models/alias")
+async def set_alias(request: Request) -> Any:
+    """Point an alias at a version (its move is kept in molen's alias history)."""
+
+    def move(body: dict[str, Any]) -> Any:
+        from molen.registry.service import check_alias
+
+        name, alias = str(body.get("name") or ""), str(body.get("alias") or "")
+        check_alias(alias)
+        _store(request).registry.set_alias(name, alias, int(body.get("version") or 0), user="mlflow")
+        return {}
+
+    return await _posted(request, move)
