@@ -375,9 +375,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @contextlib.contextmanager
-def molen_server(store_url: str, objects_dir: Path) -> Iterator[str]:
+def molen_server(store_url: str, objects_dir: Path, *, auth: bool = False) -> Iterator[str]:
     """A real ``molen server`` (uvicorn, in a thread, on a free port) over ``store_url`` and a
-    folder object store; yields its ``http://`` URL."""
+    folder object store (``auth``: tokens required); yields its ``http://`` URL."""
     import threading
 
     import uvicorn
@@ -388,7 +388,7 @@ def molen_server(store_url: str, objects_dir: Path) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(store_url, str(objects_dir)), host="127.0.0.1", port=port, log_level="warning"
+        create_app(store_url, str(objects_dir), auth=auth), host="127.0.0.1", port=port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -187,3 +187,73 @@ def test_an_unavailable_database_is_a_503_with_retry_after(tmp_path: Path) -> No
         status, body, headers = call(f"{url}/api/molen/v1/store/list_experiments", "POST", b"{}")
         assert status == 503 and headers.get("retry-after") == "5"
         assert json.loads(body)["error"] in {"StoreUnavailableError", "StoreError"}
+
+
+def test_tokens_let_readers_read_and_writers_write(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path}/server.db"
+    admin = tmp_path / "admin"
+    init_project(admin)
+
+    def token(name: str, role: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "molen", "--tracking-uri", database, "tokens", "create", name,
+             "--role", role],
+            cwd=admin, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    reader, writer = token("dashboard", "read"), token("ci", "write")
+    assert reader.startswith("molen_") and reader != writer
+    listed = subprocess.run(
+        [sys.executable, "-m", "molen", "--tracking-uri", database, "tokens", "list"],
+        cwd=admin, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "ci\twrite" in listed.stdout and reader not in listed.stdout  # secrets are never shown again
+    with molen_server(database, tmp_path / "objects", auth=True) as url:
+        assert call(f"{url}/health")[0] == 200 and call(f"{url}/openapi.json")[0] == 200
+        status, body, _ = call(f"{url}/api/molen/v1/store/list_experiments", "POST", b"{}")
+        assert status == 401 and "needs a token" in json.loads(body)["message"]
+        project = tmp_path / "team"
+        init_project(project)
+        script = "import molen\nwith molen.start_run() as run:\n    run.log_metric('m', 1.0)\nprint(run.id)\n"
+
+        def python(secret: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "MOLEN_TRACKING_URI": url, "MOLEN_TRACKING_TOKEN": secret}
+            return subprocess.run(
+                [sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True
+            )
+
+        refused = python(reader)
+        assert refused.returncode != 0 and "may only read" in refused.stderr
+        assert python("molen_not-a-real-token").returncode != 0
+        written = python(writer)
+        assert written.returncode == 0, written.stderr
+        env = {**os.environ, "MOLEN_TRACKING_URI": url, "MOLEN_TRACKING_TOKEN": reader}
+        runs = subprocess.run(
+            [sys.executable, "-m", "molen", "runs", "list", "-f", "json"], cwd=project, env=env,
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert [r["id"] for r in json.loads(runs.stdout)] == [written.stdout.strip()]
+        # MLflow's client sends its token the same way; without one it is refused, not retried
+        mlflow_env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+        code = (
+            "import mlflow\nmlflow.set_experiment('x')\n"
+            "with mlflow.start_run():\n    mlflow.log_metric('m', 2.0)\n"
+        )
+        anonymous = subprocess.run(
+            [sys.executable, "-c", code], env=mlflow_env, capture_output=True, text=True
+        )
+        assert anonymous.returncode != 0 and "UNAUTHENTICATED" in anonymous.stderr
+        signed = subprocess.run(
+            [sys.executable, "-c", code], env={**mlflow_env, "MLFLOW_TRACKING_TOKEN": writer},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stderr[-2000:]
+        deleted = subprocess.run(
+            [sys.executable, "-m", "molen", "--tracking-uri", database, "tokens", "delete", "ci"],
+            cwd=admin, capture_output=True, text=True,
+        )  # fmt: skip
+        assert deleted.returncode == 0
+        time.sleep(5.2)  # the server rereads its tokens every 5 s
+        assert python(writer).returncode != 0

@@ -39,6 +39,7 @@ GROUPS = {
     "models": "molen.cli.models",
     "build": "molen.cli.build",
     "template": "molen.cli.template",
+    "tokens": "molen.cli.tokens",
 }
 #: Top-level commands kept in their own modules (imported the same way); they register
 #: themselves on ``app`` when imported.

@@ -22,6 +22,9 @@ def server(
         str | None, typer.Option(help="Object store: s3://bucket/prefix or a folder (default: objects.url).")
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    auth: Annotated[
+        bool, typer.Option("--auth", help="Require a token (molen tokens create) for everything but /health.")
+    ] = False,
 ) -> None:
     """Serve molen's REST API in front of a metadata store and an object store, for a team.
 
@@ -45,9 +48,9 @@ def server(
     endpoint = workspace.settings["objects.s3_endpoint_url"] if workspace else None
     console().print(
         f"molen server on http://{host}:{port}  (API: /docs, health: /health); "
-        f"metadata {_masked(chosen_store)}, objects {chosen_objects}"
+        f"metadata {_masked(chosen_store)}, objects {chosen_objects}" + ("; tokens required" if auth else "")
     )
-    serve(ServerOptions(chosen_store, chosen_objects, endpoint, host, port, workers))
+    serve(ServerOptions(chosen_store, chosen_objects, endpoint, host, port, workers, auth))
 
 
 def _masked(url: str) -> str:

@@ -130,8 +130,11 @@ def _error(exc: MolenError) -> Any:
     )
 
 
-def create_app(store_url: str, objects_url: str, *, s3_endpoint_url: str | None = None) -> Any:
-    """The FastAPI app of ``molen server`` over the stores at ``store_url`` and ``objects_url``."""
+def create_app(
+    store_url: str, objects_url: str, *, s3_endpoint_url: str | None = None, auth: bool = False
+) -> Any:
+    """The FastAPI app of ``molen server`` over the stores at ``store_url`` and ``objects_url``;
+    with ``auth``, every request but health and the docs needs a token (:mod:`molen.server.auth`)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -173,6 +176,23 @@ def create_app(store_url: str, objects_url: str, *, s3_endpoint_url: str | None 
     from molen.server.mlflow import router as mlflow_router
 
     app.include_router(mlflow_router)
+
+    if auth:
+        from molen.server.auth import Gate
+
+        gate = Gate(lambda: stores.metadata.token_hashes())
+
+        @app.middleware("http")
+        async def tokens(request: Request, call_next: Any) -> Any:
+            refused = gate.check(request.method, request.url.path, request.headers.get("authorization"))
+            if refused is None:
+                return await call_next(request)
+            status, message = refused
+            kind = "UsageError"
+            if request.url.path.startswith("/api/2.0/"):  # MLflow's error shape
+                code = "UNAUTHENTICATED" if status == 401 else "PERMISSION_DENIED"
+                return JSONResponse({"error_code": code, "message": message}, status_code=status)
+            return JSONResponse({"error": kind, "message": message}, status_code=status)
 
     @app.get("/health", tags=["server"])
     def health() -> dict[str, str]:

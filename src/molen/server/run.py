@@ -21,6 +21,7 @@ class ServerOptions(NamedTuple):
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = 1
+    auth: bool = False
 
 
 def app_from_environment() -> Any:
@@ -28,7 +29,9 @@ def app_from_environment() -> Any:
     from molen.server.app import create_app
 
     options = ServerOptions(**json.loads(os.environ[ENV]))
-    return create_app(options.store, options.artifacts, s3_endpoint_url=options.s3_endpoint_url)
+    return create_app(
+        options.store, options.artifacts, s3_endpoint_url=options.s3_endpoint_url, auth=options.auth
+    )
 
 
 def serve(options: ServerOptions) -> None:

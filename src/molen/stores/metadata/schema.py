@@ -40,6 +40,7 @@ __all__ = [
     "run_inputs",
     "runs",
     "tags",
+    "tokens",
 ]
 
 KEY = 250
@@ -217,4 +218,14 @@ gate_verdicts = Table(
     Column("user", String(KEY)),
     Column("verdict", Text, nullable=False),
     Index(None, "name", "candidate"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("name", String(KEY), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("hash", String(DIGEST), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("hash"),
 )

@@ -584,6 +584,46 @@ class SqlMetadataStore:
         with self.engine.connect() as connection:
             return [row[0] for row in connection.execute(query)]
 
+    # -- access tokens of `molen server --auth` (only the server's side uses these) ------------
+
+    @translated
+    def create_token(self, name: str, role: str, digest: str) -> None:
+        """Record token ``name`` with ``role`` and the SHA-256 ``digest`` of its secret;
+        :class:`ConflictError` if the name is taken."""
+        try:
+            with self._write() as connection:
+                connection.execute(
+                    insert(t.tokens).values(name=name, role=role, hash=digest, created_at=now_ms())
+                )
+        except IntegrityError:
+            raise ConflictError(
+                f"a token named {name!r} exists; delete it first or pick another name"
+            ) from None
+
+    @translated
+    def token_hashes(self) -> list[tuple[str, str, str]]:
+        """(name, role, SHA-256 of the secret) of every token, for the server to compare."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(t.tokens.c.name, t.tokens.c.role, t.tokens.c.hash))
+            return [(row.name, row.role, row.hash) for row in rows]
+
+    @translated
+    def list_tokens(self) -> list[tuple[str, str, int]]:
+        """(name, role, created at) of every token."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(t.tokens.c.name, t.tokens.c.role, t.tokens.c.created_at).order_by(t.tokens.c.name)
+            )
+            return [(row.name, row.role, row.created_at) for row in rows]
+
+    @translated
+    def delete_token(self, name: str) -> None:
+        """Remove token ``name``; :class:`NotFoundError` if there is none."""
+        with self._write() as connection:
+            gone = connection.execute(t.tokens.delete().where(t.tokens.c.name == name)).rowcount
+        if not gone:
+            raise NotFoundError(f"no token named {name!r}; `molen tokens list` shows them")
+
     @translated
     def referenced_digests(self) -> set[str]:
         """Every object digest a run refers to (artifacts and data versions)."""
