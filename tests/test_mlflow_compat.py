@@ -229,3 +229,73 @@ def test_artifact_paths_never_escape(server: str, tmp_path: Path) -> None:
         timeout=30,
     )
     assert json.loads(listed.read()) == {"files": []}  # nothing was stored under any of those names
+
+
+HISTORY = """
+import mlflow, numpy as np, pandas as pd
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+mlflow.set_experiment("legacy")
+X = pd.DataFrame({"a": np.arange(60.0), "b": np.arange(60.0) % 5})
+y = (X.a > 30).astype(int)
+for lr in (0.1, 0.2):
+    with mlflow.start_run(run_name=f"lr-{lr}"):
+        mlflow.log_param("lr", lr)
+        for step in range(20):
+            mlflow.log_metric("loss", lr / (step + 1), step=step)
+        mlflow.log_dict({"lr": lr}, "config/settings.json")
+        if lr == 0.2:
+            model = LogisticRegression().fit(X, y)
+            mlflow.sklearn.log_model(model, name="model", registered_model_name="legacy_model")
+MlflowClient().set_registered_model_alias("legacy_model", "production", "1")
+"""
+
+
+def test_molen_import_mlflow_moves_a_store_idempotently(tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    made = subprocess.run(
+        [sys.executable, "-c", HISTORY], cwd=legacy, capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    project = tmp_path / "team"
+    init_project(project)
+
+    def molen(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "molen", *args], cwd=project, capture_output=True, text=True
+        )
+
+    source = f"sqlite:///{legacy / 'mlflow.db'}"
+    first = molen("import", "mlflow", "--from", source, "--artifacts", str(legacy))
+    assert first.returncode == 0, first.stderr
+    assert "runs: 2 imported (0 already here), 40 metric values, 2 artifacts" in first.stdout
+    assert "model versions: 1 imported" in first.stdout
+    runs = json.loads(molen("runs", "list", "-e", "legacy", "-f", "json").stdout)
+    assert sorted(r["name"] for r in runs) == ["lr-0.1", "lr-0.2"]
+    assert all(r["status"] == "FINISHED" for r in runs)
+    count = f"import molen; print(len(molen.get_metric_history('{runs[0]['id']}', 'loss')))"
+    history = subprocess.run(
+        [sys.executable, "-c", count],
+        cwd=project, capture_output=True, text=True,
+    )  # fmt: skip
+    assert history.stdout.strip() == "20"
+    shown = molen("runs", "show", runs[0]["id"][:8], "-f", "json")
+    assert "config/settings.json" in shown.stdout
+    models = json.loads(molen("models", "list", "-f", "json").stdout)
+    assert [(m["name"], m["aliases"]) for m in models] == [("legacy_model", {"production": 1})]
+    again = molen("import", "mlflow", "--from", source, "--artifacts", str(legacy))
+    assert "runs: 0 imported (2 already here)" in again.stdout
+    assert "model versions: 0 imported (1 already here)" in again.stdout
+    # the imported model is served back to MLflow's client by molen server
+    with molen_server(f"sqlite:///{project}/.molen/molen.db", project / ".molen" / "cache") as url:
+        loaded = mlflow_client(
+            url,
+            "import json, mlflow, pandas as pd\n"
+            "m = mlflow.pyfunc.load_model('models:/legacy_model@production')\n"
+            "print(json.dumps(m.predict(pd.DataFrame({'a': [50.0, 1.0], 'b': [0.0, 1.0]})).tolist()))\n",
+            tmp_path,
+        )
+    assert loaded == [1, 0]

@@ -40,6 +40,7 @@ GROUPS = {
     "build": "molen.cli.build",
     "template": "molen.cli.template",
     "tokens": "molen.cli.tokens",
+    "import": "molen.cli.importer",
 }
 #: Top-level commands kept in their own modules (imported the same way); they register
 #: themselves on ``app`` when imported.
