@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -126,6 +127,13 @@ def test_steady_traffic_is_ok_and_drifted_traffic_alerts(project: Path) -> None:
         text=True,
     )
     assert page.returncode == 2 and "ALERT: wrote report.html" in page.stdout
+    implied = subprocess.run(  # -o with no --format: the file name says which
+        [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "1h", "-o", "implied.json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert implied.returncode == 2 and json.loads((project / "implied.json").read_text())["status"] == "alert"
     text = (project / "report.html").read_text()
     assert text.startswith("<!doctype html>")
     assert all(f'<img alt="{name}"' in text for name in ("prediction", "tenure", "charges", "plan"))
@@ -391,6 +399,10 @@ def test_the_server_exports_drift_gauges_per_period(project: Path) -> None:
         assert found['molen_feature_drifted{feature="plan"}'] == 0.0
         assert found["molen_drifted_share"] == pytest.approx(2 / 3)
         assert 'molen_feature_drift{feature="tenure",method="jensenshannon"}' in client.get("/metrics").text
+        watch.publish()  # a period without traffic: no stale verdicts left behind
+        quiet = gauges(client)
+        assert quiet["molen_drift_rows"] == 0 and math.isnan(quiet["molen_drifted_share"])
+        assert not [name for name in quiet if name.startswith("molen_feature_drifted")]
 
 
 def test_a_prediction_log_in_s3(

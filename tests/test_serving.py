@@ -532,6 +532,11 @@ def test_many_batches_become_one_table_column_by_column(project: Path) -> None:
     ] == "canary"
     assert [row["probability"] for row in table] == [0.9, 0.8, 0.6]
     assert table[2]["probabilities"] == [0.4, 0.6] and table[1]["latency_ms"] == 1.5
+    # an answer without probabilities (MLflow's protocol) in the same flush: nulls, same columns
+    plain = PredictionBatch(["a", "b"], frame, ["r4"], "1", "champion", 1.0, np.array([0]), None)
+    mixed = batches_to_arrow([*batches, plain]).to_pylist()
+    assert [row["probability"] for row in mixed] == [0.9, 0.8, 0.6, None]
+    assert mixed[0]["probabilities"] == [0.9, 0.1] and mixed[3]["probabilities"] is None
 
 
 def test_numeric_models_take_a_checked_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

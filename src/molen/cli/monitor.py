@@ -114,6 +114,8 @@ def monitor(
             storage_options=log_storage_options(log_root, workspace),
         )
     apply_rules(report, workspace)
+    if output is not None and format is ReportFormat.table:  # -o report.html: the name says the format
+        format = ReportFormat.html if output.suffix.lower() in {".html", ".htm"} else ReportFormat.json
     if output is not None and format is not ReportFormat.table:
         _write(report, format, output)
         act_on_alert(report, workspace, report_path=output, on_alert=on_alert)

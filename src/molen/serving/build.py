@@ -35,7 +35,7 @@ __all__ = ["Built", "build_docker", "build_kubernetes"]
 PORT = 8080
 _SERVE_EXTRAS = ("fastapi", "uvicorn", "uvloop", "httptools", "orjson", "prometheus-client", "pyarrow")
 #: Drivers for serving from the team's stores (PostgreSQL, S3), pinned when installed here.
-_TEAM_EXTRAS = ("psycopg", "psycopg-binary", "boto3")
+_TEAM_EXTRAS = ("psycopg", "psycopg-binary", "boto3", "s3fs")  # s3fs: a prediction log in S3
 
 
 class Built(NamedTuple):

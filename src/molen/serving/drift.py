@@ -107,7 +107,11 @@ class DriftWatch:
                 )
                 bins_used["__prediction__"] = bins["__prediction__"]
         self.metrics.drift_rows.set(rows)
-        if not rows:
+        if not rows:  # nothing measured: no stale verdicts left on /metrics
+            self.metrics.feature_drift.clear()
+            self.metrics.feature_psi.clear()
+            self.metrics.feature_drifted.clear()
+            self.metrics.drifted_share.set(float("nan"))
             return
         drifted = total = 0
         self.metrics.feature_drift.clear()

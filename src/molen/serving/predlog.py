@@ -128,12 +128,28 @@ def batches_to_arrow(batches: list[PredictionBatch]) -> Any:
         ),
     }
     given = [batch.probabilities for batch in batches if batch.probabilities is not None]
-    if len(given) == len(batches):
-        probabilities = np.vstack(given).astype(np.float64)
-        columns["probability"] = pa.array(probabilities.max(axis=1))
-        columns["probabilities"] = pa.FixedSizeListArray.from_arrays(
-            pa.array(probabilities.ravel()), probabilities.shape[1]
-        ).cast(pa.list_(pa.float64()))
+    if given:  # rows answered without probabilities (MLflow's protocol) get nulls, not a narrower file
+        width = np.asarray(given[0]).shape[1]
+        probabilities = np.vstack(
+            [
+                np.asarray(batch.probabilities, dtype=np.float64)
+                if batch.probabilities is not None
+                else np.full((len(batch.ids), width), np.nan)
+                for batch in batches
+            ]
+        )
+        missing = np.isnan(probabilities).all(axis=1)
+        best = np.where(missing, np.nan, np.nanmax(np.where(missing[:, None], 0.0, probabilities), axis=1))
+        columns["probability"] = pa.array(best, from_pandas=True)
+        lists = pa.FixedSizeListArray.from_arrays(pa.array(probabilities.ravel()), width)
+        columns["probabilities"] = (
+            pa.array(
+                [None if gone else row for gone, row in zip(missing, lists.to_pylist(), strict=True)],
+                pa.list_(pa.float64()),
+            )
+            if missing.any()
+            else lists.cast(pa.list_(pa.float64()))
+        )
     return pa.table(columns)
 
 
