@@ -257,3 +257,19 @@ def test_tokens_let_readers_read_and_writers_write(tmp_path: Path) -> None:
         assert deleted.returncode == 0
         time.sleep(5.2)  # the server rereads its tokens every 5 s
         assert python(writer).returncode != 0
+
+
+def test_oversized_requests_are_refused_before_they_are_read(server: str) -> None:
+    import http.client
+    import urllib.parse
+
+    where = urllib.parse.urlsplit(server)
+    for path in ("/api/molen/v1/store/list_experiments", "/api/2.0/mlflow/runs/search"):
+        connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+        connection.putrequest("POST", path)  # announce 100 MB, send none of it: the answer comes first
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(100 * 1024**2))
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 413 and "at most" in json.loads(answer.read())["message"], path
+        connection.close()

@@ -84,6 +84,8 @@ _PACK = re.compile(r"packs/[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _NAMED = re.compile(r"named/(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}/){0,8}[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}")
 #: The largest request body accepted (an object upload), in bytes.
 MAX_BODY = 2 * 1024**3
+#: The largest JSON request (a batch of metrics, a search), in bytes.
+MAX_JSON = 64 * 1024**2
 
 
 def _key(key: str) -> str:
@@ -176,6 +178,21 @@ def create_app(
     from molen.server.mlflow import router as mlflow_router
 
     app.include_router(mlflow_router)
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Any:
+        """Refuse a body larger than the route takes before reading it (413)."""
+        size = request.headers.get("content-length")
+        limit = MAX_BODY if "artifacts" in request.url.path or "/objects/" in request.url.path else MAX_JSON
+        if size is not None and size.isdigit() and int(size) > limit:
+            return JSONResponse(
+                {
+                    "error": "InvalidValueError",
+                    "message": f"a request body holds at most {limit:,} bytes here",
+                },
+                status_code=413,
+            )
+        return await call_next(request)
 
     if auth:
         from molen.server.auth import Gate
