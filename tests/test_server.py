@@ -273,3 +273,24 @@ def test_oversized_requests_are_refused_before_they_are_read(server: str) -> Non
         answer = connection.getresponse()
         assert answer.status == 413 and "at most" in json.loads(answer.read())["message"], path
         connection.close()
+
+
+def test_the_http_clients_mirror_the_stores_they_stand_for() -> None:
+    """Every operation the server serves has the same parameters on the client as on the store,
+    so code written against the embedded store runs unchanged against a server."""
+    import inspect
+
+    from molen.server.app import REGISTRY_OPERATIONS, STORE_OPERATIONS
+    from molen.stores.metadata.http import HttpMetadataStore, HttpRegistry
+    from molen.stores.metadata.registry import SqlRegistry
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    def shape(method: Any) -> list[tuple[str, Any, Any]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+
+    for names, store, client in (
+        (STORE_OPERATIONS, SqlMetadataStore, HttpMetadataStore),
+        (REGISTRY_OPERATIONS, SqlRegistry, HttpRegistry),
+    ):
+        for name in names:
+            assert shape(getattr(client, name)) == shape(getattr(store, name)), name

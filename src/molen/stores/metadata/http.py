@@ -204,14 +204,14 @@ class HttpRegistry(_Remote):
         return self._call("alias_version", name=name, alias=alias)  # type: ignore[no-any-return]
 
     def set_alias(
-        self, name: str, alias: str, version: int | None, *, user: str | None = None, action: str = "set"
+        self, name: str, alias: str, version: int | None, *, user: str | None, action: str = "set"
     ) -> AliasEvent:
         return self._call(  # type: ignore[no-any-return]
             "set_alias", name=name, alias=alias, version=version, user=user, action=action
         )
 
     def rollback_alias(
-        self, name: str, alias: str, target_of: Callable[[list[AliasEvent]], int], *, user: str | None = None
+        self, name: str, alias: str, target_of: Callable[[list[AliasEvent]], int], *, user: str | None
     ) -> AliasEvent:
         """The server applies its rollback rule (:func:`molen.registry.service.rollback_target`,
         the only one molen has); ``target_of`` cannot travel."""
