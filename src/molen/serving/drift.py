@@ -107,11 +107,7 @@ class DriftWatch:
                 )
                 bins_used["__prediction__"] = bins["__prediction__"]
         self.metrics.drift_rows.set(rows)
-        if not rows:  # nothing measured: no stale verdicts left on /metrics
-            self.metrics.feature_drift.clear()
-            self.metrics.feature_psi.clear()
-            self.metrics.feature_drifted.clear()
-            self.metrics.drifted_share.set(float("nan"))
+        if not rows:  # nothing measured: the last verdicts stay (molen_drift_rows says 0)
             return
         drifted = total = 0
         self.metrics.feature_drift.clear()
