@@ -31,7 +31,9 @@ STAMP_NAME = "molen-bench-stamp.json"
 
 #: The peers known to the benchmarks: name -> pip requirements.
 PEERS: dict[str, list[str]] = {
-    "mlflow": ["mlflow==3.17.*"],
+    # MLflow with the PostgreSQL driver its server needs for postgresql:// (bench_server.py):
+    # SQLAlchemy 2.1 maps postgresql:// to psycopg 3, the driver of molen's postgres extra.
+    "mlflow": ["mlflow==3.17.*", "psycopg[binary]==3.*"],
     # DVC with its S3 remote plugin (the latest releases when this was written).
     "dvc": ["dvc==3.67.*", "dvc-s3==3.3.*"],
     # Evidently 0.7 (new Report/presets API), for the data-drift benchmark. Its import fails

@@ -9,6 +9,7 @@ named tuples, lists, tuples, dicts, optional values), so both ends see the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -41,6 +42,7 @@ def encode(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+@functools.lru_cache(maxsize=256)
 def _hints(kind: type) -> dict[str, Any]:
     import sys
 

@@ -42,6 +42,8 @@ RunningRun = tuple[str, str | None, int | None, float | None, int | None]
 __all__ = ["HttpMetadataStore", "HttpRegistry", "HttpSession"]
 
 API = "/api/molen/v1"
+#: Metric values per log_batch request (a long outage's buffer is sent in bounded pieces).
+BATCH = 20_000
 #: How long a call keeps retrying an unreachable or unavailable server.
 RETRY_SECONDS = 30.0
 
@@ -295,15 +297,17 @@ class HttpMetadataStore(_Remote):
         heartbeat: int | None = None,
         end: tuple[str, int] | None = None,
     ) -> None:
-        self._call(
-            "log_batch",
-            run_id=run_id,
-            params=params,
-            tags=tags,
-            metrics=list(metrics),
-            heartbeat=heartbeat,
-            end=end,
-        )
+        values = list(metrics)
+        for start in range(0, max(len(values), 1), BATCH):  # bounded requests; params and end once
+            self._call(
+                "log_batch",
+                run_id=run_id,
+                params=params if start == 0 else None,
+                tags=tags if start == 0 else None,
+                metrics=values[start : start + BATCH],
+                heartbeat=heartbeat,
+                end=end if start + BATCH >= len(values) else None,
+            )
 
     def end_run(self, run_id: str, status: str, end_time: int, *, only_if_running: bool = False) -> bool:
         return self._call(  # type: ignore[no-any-return]

@@ -35,6 +35,7 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     OperationalError,
 )
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from molen.entities import Artifact, DataInput, Experiment, Metric, RunRecord, RunStatus
 from molen.errors import (
@@ -84,6 +85,10 @@ def translated(method: F) -> F:
             return method(self, *args, **kwargs)
         except OperationalError as exc:
             raise store._operational(exc) from None
+        except SqlTimeoutError:  # every pooled connection busy: retry later (503), not a server bug
+            raise StoreUnavailableError(
+                f"the metadata store {store.safe_url} is busy (no free connection); retry in a moment"
+            ) from None
         except IntegrityError as exc:  # the caller's mistake, not the store's: never a 5xx
             detail = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
             if "foreign key" in detail.lower():
