@@ -61,13 +61,18 @@ def serve(project: Path, rows: list[dict[str, Any]], truths: list[int] | None = 
                 client.post("/feedback", json=feedback)
 
 
-def monitor_cli(project: Path) -> subprocess.CompletedProcess[str]:
+def molen_monitor(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``molen monitor churn/1 --window 1h ARGS`` in the project."""
     return subprocess.run(
-        [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "1h", "--format", "json"],
+        [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "1h", *args],
         cwd=project,
         capture_output=True,
         text=True,
     )
+
+
+def monitor_cli(project: Path) -> subprocess.CompletedProcess[str]:
+    return molen_monitor(project, "--format", "json")
 
 
 def test_steady_traffic_is_ok_and_drifted_traffic_alerts(project: Path) -> None:
@@ -100,31 +105,9 @@ def test_steady_traffic_is_ok_and_drifted_traffic_alerts(project: Path) -> None:
         for check in report["quality"]
     )
     assert report["prediction_drift"]["dataset_drift"]
-    table = subprocess.run(
-        [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "1h"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-    )
+    table = molen_monitor(project)
     assert table.returncode == 2 and "ALERT" in table.stdout and "dataset drift: yes" in table.stdout
-    page = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "molen",
-            "monitor",
-            "churn/1",
-            "--window",
-            "1h",
-            "-f",
-            "html",
-            "-o",
-            "report.html",
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-    )
+    page = molen_monitor(project, "-f", "html", "-o", "report.html")
     assert page.returncode == 2 and "ALERT: wrote report.html" in page.stdout
     implied = subprocess.run(  # -o with no --format: the file name says which
         [sys.executable, "-m", "molen", "monitor", "churn/1", "--window", "1h", "-o", "implied.json"],
@@ -194,24 +177,7 @@ def test_alert_rules_webhook_with_retries_and_on_alert(project: Path) -> None:
             )
         frame, target = churn_data(rows=300, seed=5)
         serve(project, frame.to_dict("records"), target.tolist())
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "molen",
-                "monitor",
-                "churn/1",
-                "--window",
-                "1h",
-                "-f",
-                "json",
-                "--on-alert",
-                "echo retrain > on-alert.txt",
-            ],
-            cwd=project,
-            capture_output=True,
-            text=True,
-        )
+        done = molen_monitor(project, "-f", "json", "--on-alert", "echo retrain > on-alert.txt")
     finally:
         server.shutdown()
     assert done.returncode == 2, done.stdout + done.stderr
