@@ -275,6 +275,152 @@ def test_oversized_requests_are_refused_before_they_are_read(server: str) -> Non
         connection.close()
 
 
+def _post(url: str, operation: str, body: dict[str, Any], request_id: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{url}/api/molen/v1/store/{operation}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "molen-request-id": request_id},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_write_sent_again_is_done_once(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A client that lost an answer sends the request again with the same id: the server
+    answers what it answered the first time and writes nothing twice, even when the copies
+    arrive at the same moment."""
+    import threading
+
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    url = (
+        request.getfixturevalue("postgres_url") if database == "postgresql" else f"sqlite:///{tmp_path}/s.db"
+    )
+    with molen_server(url, tmp_path / "objects") as server:
+        status, experiment = _post(server, "get_or_create_experiment", {"name": "once"}, "e" * 32)
+        assert status == 200
+        run = {"run_id": "a" * 32, "experiment_id": experiment["result"]["id"], "name": "r", "start_time": 1}
+        first = _post(server, "create_run", run, "r" * 32)
+        assert first == (200, {"result": None})
+        assert _post(server, "create_run", run, "r" * 32) == first  # not a ConflictError
+        assert _post(server, "create_run", run, "s" * 32)[0] == 409  # a new request: refused
+
+        batch = {
+            "run_id": "a" * 32,
+            "metrics": [
+                {"__type__": "Metric", "key": "loss", "value": i / 10, "step": i, "timestamp": 5}
+                for i in range(50)
+            ],
+        }
+        answers: list[tuple[int, Any]] = []
+        copies = [
+            threading.Thread(target=lambda: answers.append(_post(server, "log_batch", batch, "b" * 32)))
+            for _ in range(8)
+        ]
+        for copy in copies:
+            copy.start()
+        for copy in copies:
+            copy.join()
+        assert answers == [(200, {"result": None})] * 8
+        assert _post(server, "log_batch", batch, "c" * 32)[0] == 200  # another request: written again
+
+        # a request that fails records nothing: sent again once its cause is fixed, it is done
+        orphan = {**batch, "run_id": "f" * 32}
+        assert _post(server, "log_batch", orphan, "d" * 32)[0] == 404
+        assert _post(server, "log_batch", {"run_id": "a" * 32, "params": {"p": "1"}}, "d" * 32)[0] == 200
+        assert _post(server, "log_batch", {"run_id": "a" * 32, "params": {"p": "2"}}, "x" * 7)[0] == 400
+
+    store = SqlMetadataStore(url)
+    try:
+        history = store.metric_history("a" * 32, "loss")
+        assert len(history) == 100 and sorted(m.step for m in history) == sorted(list(range(50)) * 2)
+        assert store.get_run("a" * 32).params == {"p": "1"}
+    finally:
+        store.close()
+
+
+class LossyProxy:
+    """Forwards HTTP requests to a server and throws away every third answer (closing the
+    connection after the server did the work), as a network that loses answers does."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+        import urllib.parse
+
+        target = urllib.parse.urlsplit(upstream)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "connection"}}
+                connection.request("POST", self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                connection.close()
+                with proxy.lock:
+                    proxy.forwarded += 1
+                    lose = proxy.forwarded % 3 == 0
+                    proxy.lost += lose
+                if lose:  # the server has done it; the client never hears
+                    self.close_connection = True
+                    return
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in {"connection", "transfer-encoding", "date", "server"}:
+                        self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.lock = threading.Lock()
+        self.forwarded = self.lost = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_answers_lost_on_the_way_write_nothing_twice(tmp_path: Path) -> None:
+    """molen's client retries a request whose answer was lost; every value arrives once."""
+    from molen.entities import Metric
+    from molen.stores.metadata.http import HttpMetadataStore
+
+    with molen_server(f"sqlite:///{tmp_path}/s.db", tmp_path / "objects") as server:
+        proxy = LossyProxy(server)
+        try:
+            store = HttpMetadataStore(proxy.url)
+            experiment = store.get_or_create_experiment("lossy")
+            store.create_run(run_id="b" * 32, experiment_id=experiment.id, name="r", start_time=1)
+            for batch in range(30):
+                values = [Metric("loss", float(i), batch * 100 + i, 7) for i in range(100)]
+                store.log_batch("b" * 32, metrics=values, params={f"p{batch}": str(batch)})
+            store.end_run("b" * 32, "FINISHED", 9)
+            assert proxy.lost >= 10  # a third of the answers never arrived
+            history = HttpMetadataStore(server).metric_history("b" * 32, "loss")
+            assert sorted(m.step for m in history) == list(range(3000))
+            assert store.get_run("b" * 32).status == "FINISHED"
+        finally:
+            proxy.close()
+
+
 def test_the_http_clients_mirror_the_stores_they_stand_for() -> None:
     """Every operation the server serves has the same parameters on the client as on the store,
     so code written against the embedded store runs unchanged against a server."""

@@ -123,6 +123,37 @@ def test_uncommitted_changes_are_hashed(project: Path) -> None:
     assert len({clean[1], dirty_a[1], dirty_b[1]}) == 3
 
 
+def test_an_end_that_cannot_be_written_loses_nothing_and_can_be_retried(project: Path) -> None:
+    from molen.errors import StoreUnavailableError
+
+    run = molen.start_run(name="unlucky")
+    for step in range(100):
+        run.log_metric("loss", 1.0 / (step + 1), step=step)
+    store = run._recorder.store
+    real = store.log_batch
+    failures = iter([StoreUnavailableError("the metadata store is down")])
+
+    def down_once(*args: object, **kwargs: object) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.log_batch = down_once  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreUnavailableError):
+            run.end()
+        assert run.status == "RUNNING" and molen.active_run() is None  # not ended, not active
+        assert runs_module._unended == [run]  # ended at exit if not before
+        run.end()
+    finally:
+        del store.log_batch
+    record = open_workspace().metadata.get_run(run.id)
+    assert record.status == "FINISHED" and runs_module._unended == []
+    history = open_workspace().metadata.metric_history(run.id, "loss")
+    assert [m.step for m in history] == list(range(100))
+
+
 def test_exception_marks_the_run_failed_and_propagates(project: Path) -> None:
     with pytest.raises(ZeroDivisionError), molen.start_run() as run:
         run.log_metric("x", 1.0)

@@ -22,17 +22,22 @@ down answers 503 with ``Retry-After``; no error body carries a stack trace or a 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import json
 import logging
 import os
 import re
 import tempfile
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Body, Request, Response  # at module level: FastAPI reads the annotations
 
 from molen.errors import InvalidValueError, MolenError, NotFoundError, StoreError
+from molen.server.auth import READ_OPERATIONS
 
 if TYPE_CHECKING:
     from molen.stores.metadata.sql import SqlMetadataStore
@@ -82,6 +87,11 @@ REGISTRY_OPERATIONS = (
 _LOOSE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{62}")
 _PACK = re.compile(r"packs/[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 _NAMED = re.compile(r"named/(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}/){0,8}[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}")
+#: Requests served at once per server process, each with its own database connection (so a
+#: burst queues for a thread instead of timing out waiting for a connection).
+THREADS = 16
+#: The header that makes a write happen once however often it is sent (see exactly_once).
+REQUEST_ID = "molen-request-id"
 #: The largest request body accepted (an object upload), in bytes.
 MAX_BODY = 2 * 1024**3
 #: The largest JSON request (a batch of metrics, a search), in bytes.
@@ -101,18 +111,21 @@ class _Stores:
     def __init__(self, store_url: str, objects_url: str, s3_endpoint_url: str | None) -> None:
         self.store_url, self.objects_url, self.s3_endpoint_url = store_url, objects_url, s3_endpoint_url
         self._metadata: SqlMetadataStore | None = None
+        self._lock = threading.Lock()
         self._objects: ObjectStore | None = None
 
     @property
     def metadata(self) -> SqlMetadataStore:
-        if self._metadata is None:
-            from molen.stores.metadata import open_metadata_store
+        with self._lock:  # the first requests arrive together: one opens (and migrates) it
+            if self._metadata is None:
+                from molen.stores.metadata.sql import SqlMetadataStore
 
-            opened = open_metadata_store(self.store_url)
-            if not hasattr(opened, "engine"):
-                raise StoreError("molen server needs a database (sqlite:/// or postgresql://) as its --store")
-            self._metadata = opened
-        return self._metadata
+                if self.store_url.startswith(("http://", "https://")):
+                    raise StoreError(
+                        "molen server needs a database (sqlite:/// or postgresql://) as its --store"
+                    )
+                self._metadata = SqlMetadataStore(self.store_url, connections=THREADS)
+            return self._metadata
 
     @property
     def objects(self) -> ObjectStore:
@@ -147,7 +160,16 @@ def create_app(
     from molen.stores.metadata.sql import SqlMetadataStore
 
     stores = _Stores(store_url, objects_url, s3_endpoint_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="molen tracking server",
         version=__version__,
         description=__doc__,
@@ -222,17 +244,28 @@ def create_app(
         return {"version": __version__, "objects": "proxied"}
 
     def operation(name: str, hints: dict[str, Any], target: Any) -> Any:
-        def handler(body: dict[str, Any] = Body(default={})) -> Any:
+        def handler(request: Request, body: dict[str, Any] = Body(default={})) -> Any:
             unknown = sorted(set(body) - set(hints) - {"return"})
             if unknown:
                 raise InvalidValueError(f"{name}: unknown argument {unknown[0]!r}")
             arguments = {key: decode(hints[key], value) for key, value in body.items()}
-            if name == "rollback_alias":  # the rule is the server's: the client's cannot travel
-                from molen.registry.service import rollback_on
 
-                found = rollback_on(target(), arguments["name"], arguments["alias"], arguments.get("user"))
-                return {"result": encode(found)}
-            return {"result": encode(getattr(target(), name)(**arguments))}
+            def work() -> str:
+                if name == "rollback_alias":  # the rule is the server's: the client's cannot travel
+                    from molen.registry.service import rollback_on
+
+                    found = rollback_on(
+                        target(), arguments["name"], arguments["alias"], arguments.get("user")
+                    )
+                    return json.dumps({"result": encode(found)})
+                return json.dumps({"result": encode(getattr(target(), name)(**arguments))})
+
+            request_id = request.headers.get(REQUEST_ID)
+            if request_id is None or name in READ_OPERATIONS:
+                answer = work()
+            else:
+                answer = stores.metadata.exactly_once(request_id, work)
+            return Response(answer, media_type="application/json")
 
         return handler
 

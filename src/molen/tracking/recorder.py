@@ -95,12 +95,13 @@ class RunRecorder:
                 self._last_beat = time.monotonic()
 
     def close(self, end: tuple[str, int] | None = None) -> None:
-        """Flush and stop the background writes for this run; ``end`` = (status, time) ends it."""
-        try:
-            self.flush(end=end)
-        finally:
-            self.closed = True
-            _Flusher.instance().unregister(self)
+        """Flush and stop the background writes for this run; ``end`` = (status, time) ends it.
+
+        If the write fails, the recorder stays open: its values are still buffered, the
+        flusher keeps trying, and ``close`` can be called again."""
+        self.flush(end=end)
+        self.closed = True
+        _Flusher.instance().unregister(self)
 
 
 class _Flusher:

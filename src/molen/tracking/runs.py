@@ -35,6 +35,8 @@ from molen.workspace import Workspace, open_workspace
 __all__ = ["ActiveRun", "active_run", "end_run", "require_active_run", "start_run"]
 
 _stack: list[ActiveRun] = []
+#: Runs whose end() could not be written (the store was down): ended again at exit.
+_unended: list[ActiveRun] = []
 _stack_lock = threading.RLock()
 _stored_objects: set[tuple[str, str]] = set()  # (store url, digest) known to be stored
 
@@ -306,11 +308,21 @@ class ActiveRun:
             return
         try:
             self._recorder.close(end=(status, int(time.time() * 1000)) if self._owned else None)
-        finally:
-            self.status = status
+        except BaseException:
+            # nothing is lost: the values stay buffered and the run RUNNING; the flusher keeps
+            # writing them, and end() again (or this process's exit) records the end
             with _stack_lock:
                 if self in _stack:
                     _stack.remove(self)
+                if self not in _unended:
+                    _unended.append(self)
+            raise
+        self.status = status
+        with _stack_lock:
+            if self in _stack:
+                _stack.remove(self)
+            if self in _unended:
+                _unended.remove(self)
 
     def record(self) -> RunRecord:
         """What the store holds for this run now (after flushing buffered metrics)."""
@@ -589,7 +601,7 @@ _handlers_installed = False
 def _end_all(status: str) -> None:
     flush_all()
     with _stack_lock:
-        open_runs = list(reversed(_stack))
+        open_runs = list(reversed(_stack)) + list(_unended)
     for run in open_runs:
         try:
             run.end(status)

@@ -6,8 +6,10 @@ Python API use this store, unchanged. Arguments and results travel as JSON
 (:mod:`molen.server.codec`); a molen error on the server is raised here as the same class with
 the same message. Connections are kept alive, one per thread. A server that cannot be reached,
 or that answers 503 (its database is down), is retried with backoff for ``RETRY_SECONDS`` before
-:class:`~molen.errors.StoreUnavailableError`; writes are safe to retry because each carries its
-own ids and timestamps (a metric logged twice is the same row).
+:class:`~molen.errors.StoreUnavailableError`. Writes are safe to retry: each call carries a
+request id, and the server does a write once per id
+(:meth:`~molen.stores.metadata.sql.SqlMetadataStore.exactly_once`), so a batch whose answer was
+lost is not written twice.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -107,7 +110,9 @@ class HttpSession:
         from molen.server.codec import encode
 
         body = json.dumps({key: encode(value) for key, value in arguments.items()}).encode()
-        status, data, _ = self.request("POST", f"{API}/{group}/{operation}", body)
+        # one id for every retry of this call: the server does a write once per id
+        once = {"molen-request-id": uuid.uuid4().hex}
+        status, data, _ = self.request("POST", f"{API}/{group}/{operation}", body, once)
         answer = _json(data)
         if status != 200:
             raise_error(status, answer, self.url)

@@ -92,7 +92,7 @@ class SqlRegistry:
     @translated
     def get_version(self, name: str, version: int) -> ModelVersion:
         """Version ``version`` of ``name``; :class:`NotFoundError` names what exists instead."""
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             row = connection.execute(
                 select(t.model_versions).where(
                     (t.model_versions.c.name == name) & (t.model_versions.c.version == version)
@@ -105,7 +105,7 @@ class SqlRegistry:
     @translated
     def latest_version(self, name: str) -> ModelVersion:
         """The highest version of ``name``."""
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             row = connection.execute(
                 select(t.model_versions)
                 .where(t.model_versions.c.name == name)
@@ -119,7 +119,7 @@ class SqlRegistry:
     @translated
     def list_versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name``, newest first."""
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             rows = connection.execute(
                 select(t.model_versions)
                 .where(t.model_versions.c.name == name)
@@ -134,7 +134,7 @@ class SqlRegistry:
         """The model versions the runs ``run_ids`` produced."""
         if not run_ids:
             return []
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             rows = connection.execute(
                 select(t.model_versions)
                 .where(t.model_versions.c.run_id.in_(run_ids))
@@ -176,7 +176,7 @@ class SqlRegistry:
     @translated
     def list_models(self) -> list[RegisteredModel]:
         """Every registered model with its latest version and aliases, by name."""
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             counts = {
                 row[0]: (row[1], row[2])
                 for row in connection.execute(
@@ -211,7 +211,7 @@ class SqlRegistry:
     @translated
     def alias_version(self, name: str, alias: str) -> int | None:
         """The version ``name@alias`` points at, or ``None``."""
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             return self._holder(connection, name, alias)
 
     @translated
@@ -303,7 +303,7 @@ class SqlRegistry:
         query = select(t.alias_events).where(t.alias_events.c.name == name)
         if alias is not None:
             query = query.where(t.alias_events.c.alias == alias)
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             return [_event(row) for row in connection.execute(query.order_by(t.alias_events.c.id))]
 
     # -- gate verdicts ---------------------------------------------------------------------------
@@ -332,7 +332,7 @@ class SqlRegistry:
         query = select(t.gate_verdicts).where(t.gate_verdicts.c.name == name)
         if candidate is not None:
             query = query.where(t.gate_verdicts.c.candidate == candidate)
-        with self.store.engine.connect() as connection:
+        with self.store._read() as connection:
             return [
                 GateRecord(
                     row.name,

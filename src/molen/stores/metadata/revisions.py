@@ -6,5 +6,5 @@ from __future__ import annotations
 __all__ = ["HEAD", "KNOWN_REVISIONS"]
 
 #: Every revision in ``migrations/versions``, oldest first; the last is the head.
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = KNOWN_REVISIONS[-1]

@@ -37,6 +37,7 @@ __all__ = [
     "model_versions",
     "params",
     "registered_models",
+    "requests",
     "run_inputs",
     "runs",
     "tags",
@@ -228,4 +229,15 @@ tokens = Table(
     Column("hash", String(DIGEST), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("hash"),
+)
+
+#: The writes ``molen server`` has done, by the id its client gave the request, with the answer:
+#: a retried request (its answer lost on the way) is answered again instead of done twice.
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("answer", Text),
+    Index(None, "created_at"),
 )

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import math
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["RunningRun", "SqlMetadataStore", "now_ms", "translated"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: How long ``molen server`` remembers a request id (a client retries for minutes, not days).
+REQUEST_MEMORY_MS = 24 * 3600 * 1000
 
 
 def now_ms() -> int:
@@ -108,7 +111,9 @@ def translated(method: F) -> F:
 class SqlMetadataStore:
     """Experiments, runs, params, metrics, tags, artifacts and data versions in SQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, connections: int | None = None) -> None:
+        """Open the store at ``url``; ``connections`` sizes a PostgreSQL pool (default 5 + 10
+        overflow; ``molen server`` gives one per request thread)."""
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError):
@@ -123,10 +128,12 @@ class SqlMetadataStore:
             raise UsageError(
                 f"unsupported metadata store {self.safe_url}: use sqlite:/// or postgresql+psycopg://"
             )
-        self.engine = self._create_engine(parsed)
+        self.engine = self._create_engine(parsed, connections)
         self._experiments: dict[str, Experiment] = {}  # experiments are never renamed
         self._stmt = _Statements(self._insert)
         self._registry: SqlRegistry | None = None
+        self._held = threading.local()  # the transaction of exactly_once, per thread
+        self._requests_done = 0
         try:
             ensure_schema(self.engine, url_for_errors=self.safe_url)
         except OperationalError as exc:
@@ -136,7 +143,7 @@ class SqlMetadataStore:
 
     # -- engine and errors --------------------------------------------------------------------
 
-    def _create_engine(self, parsed: Any) -> Engine:
+    def _create_engine(self, parsed: Any, connections: int | None) -> Engine:
         try:
             if self.dialect == "sqlite":
                 database = parsed.database
@@ -150,8 +157,8 @@ class SqlMetadataStore:
             return create_engine(
                 parsed,
                 pool_pre_ping=True,
-                pool_size=5,
-                max_overflow=10,
+                pool_size=connections or 5,
+                max_overflow=0 if connections else 10,
                 connect_args={"connect_timeout": 10},
             )
         except (ModuleNotFoundError, NoSuchModuleError):
@@ -182,9 +189,26 @@ class SqlMetadataStore:
         return self._unreachable()
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite, so writers queue, never deadlock)."""
+    def _read(self) -> Iterator[Connection]:
+        """A connection to read with (inside :meth:`exactly_once`, its transaction, so the
+        request's own writes are seen)."""
+        held: Connection | None = getattr(self._held, "connection", None)
+        if held is not None:
+            yield held
+            return
         with self.engine.connect() as connection:
+            yield connection
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite, so writers queue, never deadlock);
+        inside :meth:`exactly_once`, a savepoint of its transaction."""
+        held: Connection | None = getattr(self._held, "connection", None)
+        if held is not None:
+            with held.begin_nested():
+                yield held
+            return
+        with self._read() as connection:
             connection.execution_options(molen_write=True)
             with connection.begin():
                 yield connection
@@ -231,7 +255,7 @@ class SqlMetadataStore:
         return found
 
     def _experiment_by_name(self, name: str) -> Experiment | None:
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             row = connection.execute(select(t.experiments).where(t.experiments.c.name == name)).first()
         return None if row is None else Experiment(row.id, row.name, row.created_at, row.lifecycle)
 
@@ -257,7 +281,7 @@ class SqlMetadataStore:
             .outerjoin(counts, counts.c.experiment_id == t.experiments.c.id)
             .order_by(t.experiments.c.id)
         )
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             return [
                 Experiment(row.id, row.name, row.created_at, row.lifecycle, row.n)
                 for row in connection.execute(query)
@@ -427,7 +451,7 @@ class SqlMetadataStore:
         query = select(
             t.runs.c.id, t.runs.c.host, t.runs.c.pid, t.runs.c.pid_started, t.runs.c.heartbeat
         ).where(t.runs.c.status == RunStatus.RUNNING)
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             return [RunningRun(tuple(row)) for row in connection.execute(query)]
 
     @translated
@@ -437,7 +461,7 @@ class SqlMetadataStore:
         if not cleaned or any(c not in "0123456789abcdef" for c in cleaned):
             raise InvalidValueError(f"{prefix!r} is not a run id (hexadecimal, any unique prefix)")
         query = select(t.runs.c.id).where(t.runs.c.id.like(cleaned + "%")).limit(6)
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             found = [row[0] for row in connection.execute(query)]
         if not found:
             raise NotFoundError(f"no run with an id starting {prefix!r}; `molen runs list` shows them")
@@ -485,12 +509,12 @@ class SqlMetadataStore:
     ) -> int:
         """How many runs :meth:`search_runs` would return without a limit."""
         query = count_query(where, experiment_ids=experiment_ids, deleted=deleted)
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             sql = for_driver(query.sql, connection.dialect.paramstyle)
             return int(connection.exec_driver_sql(sql, query.params).scalar_one())
 
     def _records(self, query: RunQuery, *, full: bool) -> list[RunRecord]:
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             sql = for_driver(query.sql, connection.dialect.paramstyle)
             rows = connection.exec_driver_sql(sql, query.params).fetchall()
             ids = [row[0] for row in rows]
@@ -535,7 +559,7 @@ class SqlMetadataStore:
             .where(t.metrics.c.run_id == run_id, t.metrics.c.key == key)
             .order_by(t.metrics.c.step, t.metrics.c.timestamp)
         )
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             return [
                 Metric(row.key, math.nan if row.value is None else row.value, row.step, row.timestamp)
                 for row in connection.execute(query)
@@ -586,8 +610,45 @@ class SqlMetadataStore:
     def runs_using(self, digest: str) -> list[str]:
         """Ids of the runs that read or wrote data version ``digest``."""
         query = select(t.run_inputs.c.run_id).where(t.run_inputs.c.digest == digest).distinct()
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             return [row[0] for row in connection.execute(query)]
+
+    # -- requests of `molen server` done once ------------------------------------------------
+
+    @translated
+    def exactly_once(self, request_id: str, work: Callable[[], str]) -> str:
+        """Do the write ``work`` (which answers a JSON text) once for ``request_id``.
+
+        The request id, the writes and the answer commit in one transaction: a client that
+        lost the answer (a timeout, a dropped connection) and sends the request again gets the
+        first answer back, and nothing is written twice. Two copies in flight at once are
+        serialized by the id's primary key: the second waits for the first, then answers
+        what it answered. Ids are forgotten after :data:`REQUEST_MEMORY_MS`.
+        """
+        if not 8 <= len(request_id) <= 64:
+            raise InvalidValueError("a request id has 8 to 64 characters")
+        with self._write() as connection:
+            now = now_ms()
+            claimed = connection.execute(
+                self._insert(t.requests)
+                .values(id=request_id, created_at=now, answer=None)
+                .on_conflict_do_nothing()
+                .returning(t.requests.c.id)
+            )
+            if claimed.first() is None:  # done before (or just now, by a copy we waited for)
+                done = connection.execute(select(t.requests.c.answer).where(t.requests.c.id == request_id))
+                return str(done.scalar() or "null")
+            self._held.connection = connection
+            try:
+                answer = work()
+            finally:
+                self._held.connection = None
+            connection.execute(update(t.requests).where(t.requests.c.id == request_id).values(answer=answer))
+            self._requests_done += 1
+            if self._requests_done % 1000 == 1:
+                forgotten = now - REQUEST_MEMORY_MS
+                connection.execute(delete(t.requests).where(t.requests.c.created_at < forgotten))
+        return answer
 
     # -- access tokens of `molen server --auth` (only the server's side uses these) ------------
 
@@ -608,14 +669,14 @@ class SqlMetadataStore:
     @translated
     def token_hashes(self) -> list[tuple[str, str, str]]:
         """(name, role, SHA-256 of the secret) of every token, for the server to compare."""
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             rows = connection.execute(select(t.tokens.c.name, t.tokens.c.role, t.tokens.c.hash))
             return [(row.name, row.role, row.hash) for row in rows]
 
     @translated
     def list_tokens(self) -> list[tuple[str, str, int]]:
         """(name, role, created at) of every token."""
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             rows = connection.execute(
                 select(t.tokens.c.name, t.tokens.c.role, t.tokens.c.created_at).order_by(t.tokens.c.name)
             )
@@ -632,7 +693,7 @@ class SqlMetadataStore:
     @translated
     def referenced_digests(self) -> set[str]:
         """Every object digest a run refers to (artifacts and data versions)."""
-        with self.engine.connect() as connection:
+        with self._read() as connection:
             found = {row[0] for row in connection.execute(select(t.artifacts.c.digest))}
             found |= {row[0] for row in connection.execute(select(t.run_inputs.c.digest))}
         return found
