@@ -375,9 +375,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @contextlib.contextmanager
-def molen_server(store_url: str, objects_dir: Path, *, auth: bool = False) -> Iterator[str]:
-    """A real ``molen server`` (uvicorn, in a thread, on a free port) over ``store_url`` and a
-    folder object store (``auth``: tokens required); yields its ``http://`` URL."""
+def molen_server(
+    store_url: str,
+    objects: Path | str,
+    *,
+    auth: bool = False,
+    s3_endpoint_url: str | None = None,
+    artifacts_direct: bool = False,
+) -> Iterator[str]:
+    """A real ``molen server`` (uvicorn, in a thread, on a free port) over ``store_url`` and an
+    object store (a folder, or s3:// with ``s3_endpoint_url``); ``auth``: tokens required;
+    ``artifacts_direct``: clients use the object store themselves. Yields its ``http://`` URL."""
     import threading
 
     import uvicorn
@@ -388,7 +396,16 @@ def molen_server(store_url: str, objects_dir: Path, *, auth: bool = False) -> It
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(store_url, str(objects_dir), auth=auth), host="127.0.0.1", port=port, log_level="warning"
+        create_app(
+            store_url,
+            str(objects),
+            auth=auth,
+            s3_endpoint_url=s3_endpoint_url,
+            artifacts_direct=artifacts_direct,
+        ),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -117,6 +117,46 @@ def test_the_cli_and_the_python_api_work_through_a_server_process(tmp_path: Path
         sink.close()
 
 
+def test_with_artifacts_direct_clients_use_the_object_store_themselves(
+    tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    """``--artifacts-direct``: the server hands out the object store's location and clients
+    put and get artifacts and models there with their own credentials."""
+    import boto3
+
+    objects = f"s3://{s3_bucket}/team"
+    with molen_server(
+        f"sqlite:///{tmp_path}/s.db", objects, s3_endpoint_url=s3_endpoint, artifacts_direct=True
+    ) as server:
+        info = json.loads(call(f"{server}/api/molen/v1/info")[1])
+        assert info == {**info, "objects": "direct", "objects_url": objects, "s3_endpoint_url": s3_endpoint}
+        root = tmp_path / "carol"
+        init_project(root, experiment="shared")
+        env = {**os.environ, "MOLEN_TRACKING_URI": server, "MOLEN_MODELS_IMPORTANCE": "false"}
+        script = (
+            "import molen, numpy as np\n"
+            "from sklearn.linear_model import LinearRegression\n"
+            "from molen.workspace import open_workspace\n"
+            "X = np.arange(20.0).reshape(10, 2)\n"
+            "with molen.start_run() as run:\n"
+            "    run.log_text('hello', 'notes/hello.txt')\n"
+            "    run.log_model(LinearRegression().fit(X, X.sum(axis=1)), 'direct_model', reference=X)\n"
+            "print(type(open_workspace().objects).__name__)\n"
+            "model = molen.load_model('direct_model@latest')\n"
+            "print(model.predict(np.array([[1.0, 2.0]])).round(6).tolist())\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        kind, predicted = done.stdout.split()[-2:]
+        assert kind == "S3ObjectStore" and predicted == "[3.0]"
+    listed = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").list_objects_v2(
+        Bucket=s3_bucket, Prefix="team/"
+    )
+    assert listed.get("KeyCount", 0) >= 2  # the text and the model package, written by the client
+
+
 def _up(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -64,14 +64,26 @@ class Workspace:
             return store
 
     def _server_objects(self, url: str) -> ObjectStore:
-        """With a molen server for tracking and no object store of its own: the server's."""
-        key = (url, None, bool(self.settings["objects.verify"]))
+        """With a molen server for tracking and no object store of its own: the server's,
+        through the server, or where it says when it runs with ``--artifacts-direct``."""
+        verify = bool(self.settings["objects.verify"])
+        key = (url, None, verify)
         with _lock:
             store = _object_stores.get(key)
             if store is None:
-                from molen.stores.objects.http import HttpObjectStore
+                from molen.stores.objects.http import HttpObjectStore, server_info
 
-                store = _object_stores[key] = HttpObjectStore(url, verify=key[2])
+                info = server_info(url)
+                if info.get("objects") == "direct" and info.get("objects_url"):
+                    from molen.stores.objects import open_object_store
+
+                    endpoint = self.settings["objects.s3_endpoint_url"] or info.get("s3_endpoint_url")
+                    store = open_object_store(
+                        str(info["objects_url"]), s3_endpoint_url=endpoint, verify=verify
+                    )
+                else:
+                    store = HttpObjectStore(url, verify=verify)
+                _object_stores[key] = store
             return store
 
 

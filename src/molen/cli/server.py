@@ -25,6 +25,15 @@ def server(
     auth: Annotated[
         bool, typer.Option("--auth", help="Require a token (molen tokens create) for everything but /health.")
     ] = False,
+    artifacts_direct: Annotated[
+        bool,
+        typer.Option(
+            "--artifacts-direct",
+            help="Tell clients where the object store is, so they read and write artifacts there "
+            "themselves with their own credentials (large models skip the server); default: "
+            "through the server.",
+        ),
+    ] = False,
 ) -> None:
     """Serve molen's REST API in front of a metadata store and an object store, for a team.
 
@@ -48,9 +57,11 @@ def server(
     endpoint = workspace.settings["objects.s3_endpoint_url"] if workspace else None
     console().print(
         f"molen server on http://{host}:{port}  (API: /docs, health: /health); "
-        f"metadata {_masked(chosen_store)}, objects {chosen_objects}" + ("; tokens required" if auth else "")
+        f"metadata {_masked(chosen_store)}, objects {chosen_objects}"
+        + (" (clients go there directly)" if artifacts_direct else "")
+        + ("; tokens required" if auth else "")
     )
-    serve(ServerOptions(chosen_store, chosen_objects, endpoint, host, port, workers, auth))
+    serve(ServerOptions(chosen_store, chosen_objects, endpoint, host, port, workers, auth, artifacts_direct))
 
 
 def _masked(url: str) -> str:

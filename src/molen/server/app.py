@@ -146,10 +146,17 @@ def _error(exc: MolenError) -> Any:
 
 
 def create_app(
-    store_url: str, objects_url: str, *, s3_endpoint_url: str | None = None, auth: bool = False
+    store_url: str,
+    objects_url: str,
+    *,
+    s3_endpoint_url: str | None = None,
+    auth: bool = False,
+    artifacts_direct: bool = False,
 ) -> Any:
     """The FastAPI app of ``molen server`` over the stores at ``store_url`` and ``objects_url``;
-    with ``auth``, every request but health and the docs needs a token (:mod:`molen.server.auth`)."""
+    with ``auth``, every request but health and the docs needs a token (:mod:`molen.server.auth`);
+    with ``artifacts_direct``, ``/api/molen/v1/info`` tells clients where the object store is and
+    they use it themselves (the proxy stays available)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -159,6 +166,8 @@ def create_app(
     from molen.stores.metadata.registry import SqlRegistry
     from molen.stores.metadata.sql import SqlMetadataStore
 
+    if "://" not in objects_url:  # a folder: handed out to clients as an absolute path
+        objects_url = str(Path(objects_url).resolve())
     stores = _Stores(store_url, objects_url, s3_endpoint_url)
 
     @contextlib.asynccontextmanager
@@ -240,8 +249,19 @@ def create_app(
 
     @app.get(f"{API}/info", tags=["server"])
     def info() -> dict[str, Any]:
-        """What this server is: molen's version, and that objects go through it."""
-        return {"version": __version__, "objects": "proxied"}
+        """What this server is: molen's version, and where clients keep objects: ``proxied``
+        (through ``/api/molen/v1/objects``) or ``direct`` (at ``objects_url``, with the
+        client's own credentials)."""
+        if not artifacts_direct:
+            return {"version": __version__, "objects": "proxied"}
+        from molen.config import mask_password
+
+        return {
+            "version": __version__,
+            "objects": "direct",
+            "objects_url": mask_password(objects_url),
+            "s3_endpoint_url": s3_endpoint_url,
+        }
 
     def operation(name: str, hints: dict[str, Any], target: Any) -> Any:
         def handler(request: Request, body: dict[str, Any] = Body(default={})) -> Any:

@@ -22,6 +22,7 @@ class ServerOptions(NamedTuple):
     port: int = 5000
     workers: int = 1
     auth: bool = False
+    artifacts_direct: bool = False
 
 
 def app_from_environment() -> Any:
@@ -30,7 +31,11 @@ def app_from_environment() -> Any:
 
     options = ServerOptions(**json.loads(os.environ[ENV]))
     return create_app(
-        options.store, options.artifacts, s3_endpoint_url=options.s3_endpoint_url, auth=options.auth
+        options.store,
+        options.artifacts,
+        s3_endpoint_url=options.s3_endpoint_url,
+        auth=options.auth,
+        artifacts_direct=options.artifacts_direct,
     )
 
 

@@ -8,11 +8,12 @@ import json
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from molen.stores.metadata.http import API, HttpSession, raise_error
 from molen.stores.objects.base import ObjectStore
 
-__all__ = ["HttpObjectStore"]
+__all__ = ["HttpObjectStore", "server_info"]
 
 
 class HttpObjectStore(ObjectStore):
@@ -90,3 +91,16 @@ class HttpObjectStore(ObjectStore):
         self._checked(status, data)
         keys: list[str] = json.loads(data)["keys"]
         return keys
+
+
+def server_info(url: str) -> dict[str, Any]:
+    """What the molen server at ``url`` says of itself (``/api/molen/v1/info``)."""
+    session = HttpSession(url)
+    status, data, _ = session.request("GET", f"{API}/info")
+    try:
+        answer = json.loads(data or b"{}")
+    except ValueError:
+        answer = {}
+    if status != 200 or not isinstance(answer, dict):
+        raise_error(status, answer if isinstance(answer, dict) else {}, url)
+    return dict(answer)
