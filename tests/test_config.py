@@ -383,6 +383,14 @@ def test_no_project_not_required(tmp_path: Path) -> None:
     assert settings.source("tracking.uri") == "default"
 
 
+def test_a_tracking_uri_flag_stands_in_for_a_project(tmp_path: Path) -> None:
+    """`molen --tracking-uri URL tokens create …` on a server's machine needs no project."""
+    settings = load_settings(tmp_path, flags={"tracking.uri": "sqlite:////srv/molen.db"})
+    assert settings.project is None and settings["tracking.uri"] == "sqlite:////srv/molen.db"
+    with pytest.raises(ProjectNotFoundError):
+        load_settings(tmp_path, flags={"tracking.uri": None})
+
+
 def test_empty_env_tracking_uri_does_not_replace_a_project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

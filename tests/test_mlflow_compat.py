@@ -132,6 +132,11 @@ def test_error_semantics_the_client_depends_on(server: str) -> None:
     assert status == 404 and answer["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     status, answer = post(f"{api}/runs/search", {"filter": "metrics.acc >>> 1"})
     assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE"
+    for unserved in (f"{api}/traces/start", f"{server}/api/3.0/mlflow/traces/start"):
+        status, answer = post(unserved, {})
+        assert status == 404 and answer["error_code"] == "ENDPOINT_NOT_FOUND", unserved
+    # the endpoints it serves still answer (the catch-all comes last)
+    assert post(f"{api}/experiments/create", {"name": "after"})[0] == 200
 
 
 MODEL_CLIENT = """

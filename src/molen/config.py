@@ -348,12 +348,13 @@ def load_settings(
     ``flags`` holds values given on the command line (highest precedence); ``None`` values are
     ignored. Without a project, settings come from flags, the environment and defaults; if
     ``require_project`` is true and no project is found, :class:`ProjectNotFoundError` is raised
-    unless ``MOLEN_TRACKING_URI`` names a store explicitly.
+    unless ``MOLEN_TRACKING_URI`` or the ``--tracking-uri`` flag names a store explicitly.
     """
     try:
         project: Project | None = find_project(start)
     except ProjectNotFoundError:
-        if require_project and not os.environ.get(env_name("tracking.uri")):
+        named = os.environ.get(env_name("tracking.uri")) or (flags or {}).get("tracking.uri")
+        if require_project and not named:
             raise
         project = None
     file_data = _read_config_file(project) if project is not None else {}

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from molen.cli.app import app, open_workspace_of
+from molen.cli.app import app
 
 
 @app.command()
@@ -42,19 +42,22 @@ def server(
     /docs; /health answers at once, before the stores are opened.
     """
     from molen.cli.render import console
+    from molen.config import load_settings
     from molen.errors import UsageError
     from molen.server.run import ServerOptions, serve
 
-    workspace = open_workspace_of(ctx) if store is None or artifacts is None else None
-    chosen_store = store or (str(workspace.settings["tracking.uri"]) if workspace else "")
-    chosen_objects = artifacts or (str(workspace.settings["objects.url"] or "") if workspace else "")
+    # a project gives the defaults; with --store and --artifacts none is needed, and the
+    # environment (MOLEN_OBJECTS_S3_ENDPOINT_URL, …) still counts
+    settings = load_settings(flags=ctx.obj or {}, require_project=store is None or artifacts is None)
+    chosen_store = store or str(settings["tracking.uri"] or "")
+    chosen_objects = artifacts or str(settings["objects.url"] or "")
     if chosen_store.startswith(("http://", "https://")):
         raise UsageError(
             "--store must be a database (postgresql+psycopg://… or sqlite:///…), not another server"
         )
     if not chosen_objects:
         raise UsageError("no object store: give --artifacts s3://bucket/prefix or a folder")
-    endpoint = workspace.settings["objects.s3_endpoint_url"] if workspace else None
+    endpoint = settings["objects.s3_endpoint_url"]
     console().print(
         f"molen server on http://{host}:{port}  (API: /docs, health: /health); "
         f"metadata {_masked(chosen_store)}, objects {chosen_objects}"

@@ -277,8 +277,10 @@ def create_app(
                     found = rollback_on(
                         target(), arguments["name"], arguments["alias"], arguments.get("user")
                     )
-                    return json.dumps({"result": encode(found)})
-                return json.dumps({"result": encode(getattr(target(), name)(**arguments))})
+                    return json.dumps({"result": encode(found)}, separators=(",", ":"))
+                return json.dumps(
+                    {"result": encode(getattr(target(), name)(**arguments))}, separators=(",", ":")
+                )
 
             request_id = request.headers.get(REQUEST_ID)
             if request_id is None or name in READ_OPERATIONS:

@@ -777,3 +777,17 @@ async def set_alias(request: Request) -> Any:
         return {}
 
     return await _posted(request, move)
+
+
+# last, so every route above matches first
+@router.api_route(f"{PREFIX}/{{rest:path}}", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
+@router.api_route("/api/3.0/mlflow/{rest:path}", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
+async def not_served(request: Request, rest: str) -> Any:
+    """An MLflow endpoint molen does not serve: MLflow's 404, which its client does not retry."""
+    return error_response(
+        MlflowError(
+            "ENDPOINT_NOT_FOUND",
+            f"molen server does not serve {request.method} {request.url.path} of MLflow's API",
+            404,
+        )
+    )

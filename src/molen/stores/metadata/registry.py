@@ -53,7 +53,7 @@ class SqlRegistry:
         as version ``number`` (a :class:`ConflictError` if that number is taken)."""
         for attempt in range(_ATTEMPTS):
             try:
-                with self.store._write() as connection:
+                with self.store._write(savepoint=True) as connection:
                     now = now_ms()
                     exists = connection.execute(
                         select(t.registered_models.c.name).where(t.registered_models.c.name == name)

@@ -200,11 +200,17 @@ class SqlMetadataStore:
             yield connection
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite, so writers queue, never deadlock);
-        inside :meth:`exactly_once`, a savepoint of its transaction."""
+    def _write(self, *, savepoint: bool = False) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite, so writers queue, never deadlock).
+
+        Inside :meth:`exactly_once`, its transaction: an error rolls all of it back. A caller
+        that catches an error of its own writes and goes on asks for a ``savepoint``, which
+        undoes only those."""
         held: Connection | None = getattr(self._held, "connection", None)
         if held is not None:
+            if not savepoint:
+                yield held
+                return
             with held.begin_nested():
                 yield held
             return
@@ -245,7 +251,7 @@ class SqlMetadataStore:
             self._experiments[name] = found
             return found
         try:
-            with self._write() as connection:
+            with self._write(savepoint=True) as connection:
                 connection.execute(insert(t.experiments).values(name=name, created_at=now_ms()))
         except IntegrityError:
             pass  # created by a concurrent writer a moment ago
