@@ -3,6 +3,7 @@
 #
 #   scripts/bootstrap.sh              # .venv with molen installed editable, with [dev] extras
 #   scripts/bootstrap.sh --postgres   # ... and PostgreSQL server binaries for the test suite
+#   scripts/bootstrap.sh --browser    # ... and Chromium, for the web UI's browser tests
 #
 # Works from any directory; needs python3 (and apt-get when something is missing).
 set -euo pipefail
@@ -12,15 +13,17 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.molen-installed"
 
 want_postgres=0
+want_browser=0
 for arg in "$@"; do
   case "$arg" in
     --postgres) want_postgres=1 ;;
+    --browser) want_browser=1 ;;
     -h | --help)
-      sed -n '2,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+      sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *)
-      echo "molen: unknown argument: $arg (expected --postgres)" >&2
+      echo "molen: unknown argument: $arg (expected --postgres or --browser)" >&2
       exit 2
       ;;
   esac
@@ -99,6 +102,20 @@ if [ "$want_postgres" -eq 1 ]; then
       say "installed postgresql but found no /usr/lib/postgresql/*/bin/initdb"
       exit 1
     fi
+  fi
+fi
+
+# --- the web UI's front-end libraries (pinned, hash-checked, from the npm registry) -----
+"$VENV/bin/python" "$ROOT/scripts/vendor_ui.py"
+
+# --- Chromium (the web UI's browser tests drive it with Playwright) -------------------
+if [ "$want_browser" -eq 1 ]; then
+  if command -v chromium >/dev/null 2>&1; then
+    say "Chromium found"
+  else
+    say "Chromium not found…"
+    apt_install chromium
+    command -v chromium >/dev/null 2>&1 || { say "installed chromium but found no chromium command"; exit 1; }
   fi
 fi
 

@@ -9,7 +9,7 @@ set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 
-bash "$ROOT/scripts/bootstrap.sh" --postgres
+bash "$ROOT/scripts/bootstrap.sh" --postgres --browser
 cd "$ROOT"
 
 # Only the code directories that exist (ruff reports missing paths as errors).

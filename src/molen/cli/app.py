@@ -55,6 +55,7 @@ COMMANDS = {
     "explain": "molen.cli.explain",
     "monitor": "molen.cli.monitor",
     "server": "molen.cli.server",
+    "ui": "molen.cli.server",
 }
 _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}

@@ -67,6 +67,38 @@ def server(
     serve(ServerOptions(chosen_store, chosen_objects, endpoint, host, port, workers, auth, artifacts_direct))
 
 
+@app.command()
+def ui(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every one).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+) -> None:
+    """Open the web UI on this project's store: runs, charts, comparisons and models.
+
+    Browse http://HOST:PORT/ui/ (no internet needed: every script ships with molen). A team's
+    `molen server` serves the same UI at /ui/; against one (MOLEN_TRACKING_URI=http://…), open
+    that instead.
+    """
+    from molen.cli.render import console
+    from molen.config import load_settings
+    from molen.errors import UsageError
+    from molen.server.run import ServerOptions, serve
+    from molen.ui import vendored
+
+    settings = load_settings(flags=ctx.obj or {})
+    store = str(settings["tracking.uri"] or "")
+    if store.startswith(("http://", "https://")):
+        raise UsageError(f"this project tracks to a molen server: open {store.rstrip('/')}/ui/ in a browser")
+    if not vendored():
+        raise UsageError(
+            "the web UI's scripts are missing from this installation: in a git checkout, run "
+            "python scripts/vendor_ui.py"
+        )
+    objects = str(settings["objects.url"] or "")
+    console().print(f"molen ui on http://{host}:{port}/ui/  (Ctrl-C stops it); store {_masked(store)}")
+    serve(ServerOptions(store, objects, settings["objects.s3_endpoint_url"], host, port))
+
+
 def _masked(url: str) -> str:
     from molen.config import mask_password
 

@@ -152,11 +152,13 @@ def create_app(
     s3_endpoint_url: str | None = None,
     auth: bool = False,
     artifacts_direct: bool = False,
+    ui: bool = True,
 ) -> Any:
     """The FastAPI app of ``molen server`` over the stores at ``store_url`` and ``objects_url``;
     with ``auth``, every request but health and the docs needs a token (:mod:`molen.server.auth`);
     with ``artifacts_direct``, ``/api/molen/v1/info`` tells clients where the object store is and
-    they use it themselves (the proxy stays available)."""
+    they use it themselves (the proxy stays available); with ``ui``, the web UI at ``/ui/``
+    (:mod:`molen.ui`)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -209,6 +211,10 @@ def create_app(
     from molen.server.mlflow import router as mlflow_router
 
     app.include_router(mlflow_router)
+    if ui:
+        from molen.ui import mount
+
+        mount(app)
 
     @app.middleware("http")
     async def body_limit(request: Request, call_next: Any) -> Any:

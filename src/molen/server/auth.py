@@ -45,6 +45,9 @@ READ_OPERATIONS = {
     "verdicts",
 }
 READ_POSTS = {"/api/2.0/mlflow/runs/search"}
+#: The web UI's page, files and reads: open to viewers without a token (its POSTs are writes).
+UI_PAGES = {"/", "/ui", "/ui/"}
+UI_PATHS = ("/ui/static/", "/api/molen/v1/ui/")
 #: Seconds a verdict on a secret is remembered (a deleted token stops working within this).
 REMEMBER = 5.0
 
@@ -97,6 +100,8 @@ class Gate:
         """None when the request may go on, else (HTTP status, message)."""
         if path in OPEN_PATHS:
             return None
+        if method in {"GET", "HEAD"} and (path in UI_PAGES or path.startswith(UI_PATHS)):
+            return None  # the web UI is read-only for viewers without a token; its actions are not
         scheme, _, secret = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return 401, "this server needs a token: Authorization: Bearer TOKEN (MOLEN_TRACKING_TOKEN)"

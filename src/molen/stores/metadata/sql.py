@@ -571,6 +571,43 @@ class SqlMetadataStore:
                 for row in connection.execute(query)
             ]
 
+    @translated
+    def metric_histories(self, run_id: str, keys: Sequence[str]) -> dict[str, list[Metric]]:
+        """Every value of each metric in ``keys`` of run ``run_id`` (one query), by step."""
+        query = (
+            select(t.metrics.c.key, t.metrics.c.value, t.metrics.c.step, t.metrics.c.timestamp)
+            .where(t.metrics.c.run_id == run_id, t.metrics.c.key.in_(list(keys)))
+            .order_by(t.metrics.c.key, t.metrics.c.step, t.metrics.c.timestamp)
+        )
+        found: dict[str, list[Metric]] = {key: [] for key in keys}
+        with self._read() as connection:
+            for row in connection.execute(query):
+                found[row.key].append(
+                    Metric(row.key, math.nan if row.value is None else row.value, row.step, row.timestamp)
+                )
+        return found
+
+    @translated
+    def inputs_of(self, run_ids: Sequence[str]) -> dict[str, list[DataInput]]:
+        """The data inputs of each of ``run_ids`` (a page of runs in one query)."""
+        if not run_ids:
+            return {}
+        with self._read() as connection:
+            return self._inputs(connection, list(run_ids))
+
+    @translated
+    def column_names(self, experiment_ids: Sequence[int] | None = None) -> dict[str, list[str]]:
+        """The param and metric names used by the active runs of ``experiment_ids`` (all: None)."""
+        names: dict[str, list[str]] = {}
+        with self._read() as connection:
+            for label, table in (("params", t.params), ("metrics", t.latest_metrics)):
+                query = select(table.c.key).distinct().join(t.runs, t.runs.c.id == table.c.run_id)
+                query = query.where(t.runs.c.lifecycle == "active")
+                if experiment_ids is not None:
+                    query = query.where(t.runs.c.experiment_id.in_(list(experiment_ids)))
+                names[label] = sorted(row[0] for row in connection.execute(query))
+        return names
+
     # -- artifacts and data versions -----------------------------------------------------------
 
     @translated

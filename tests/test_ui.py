@@ -1,0 +1,229 @@
+"""The web UI in a real browser: Playwright drives Debian's Chromium against a real server.
+
+Every page must load without console errors; the filter must narrow the table, compare must
+draw its charts, an alias moved from the model page must show in the history. Screenshots go to
+``test-artifacts/ui/`` (look at them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import molen_server
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-artifacts" / "ui"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Chromium: scripts/bootstrap.sh --browser installs it"
+)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A project with 24 runs in two experiments (params, metric histories, artifacts) and a
+    model with two versions, the first at production."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    import molen
+    from molen.project import init_project
+
+    root = tmp_path_factory.mktemp("ui") / "shop"
+    init_project(root, experiment="churn")
+    old = Path.cwd()
+    os.chdir(root)
+    os.environ["MOLEN_MODELS_IMPORTANCE"] = "false"
+    try:
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(200, 3))
+        y = (X[:, 0] > 0).astype(int)
+        for i in range(24):
+            experiment = "churn" if i < 20 else "baseline"
+            with molen.start_run(name=f"run-{i:02d}", experiment=experiment) as run:
+                run.log_params({"C": 0.1 * (i + 1), "solver": "lbfgs" if i % 2 else "saga"})
+                for step in range(60):
+                    run.log_metric("loss", (1 + i / 10) / (step + 1), step=step)
+                    run.log_metric("acc", min(0.99, 0.4 + i / 40 + step / 400), step=step)
+                if i == 3:
+                    run.log_text("hello from run 3\n", "notes/readme.txt")
+                    run.log_dict({"layers": [64, 32]}, "config.json")
+                if i in (5, 6):
+                    run.log_model(
+                        LogisticRegression(C=0.1 * (i + 1)).fit(X, y),
+                        "churn_model",
+                        reference=X,
+                        y_reference=y,
+                    )
+        from molen.registry.service import set_alias
+
+        set_alias("churn_model", 1, "production")
+    finally:
+        os.environ.pop("MOLEN_MODELS_IMPORTANCE", None)
+        os.chdir(old)
+    yield root
+
+
+@pytest.fixture(scope="module")
+def server(project: Path) -> Iterator[str]:
+    with molen_server(f"sqlite:///{project}/.molen/molen.db", project / ".molen" / "cache") as url:
+        yield url
+
+
+class Browser:
+    """One Chromium page that remembers console errors and failed requests."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser(chromium: Any) -> Iterator[Browser]:
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    yield Browser(context.new_page())
+    context.close()
+
+
+def total_shown(b: Browser) -> int:
+    return int(b.page.locator("[data-total]").get_attribute("data-total"))
+
+
+def test_the_runs_page_lists_pages_and_filters(server: str, browser: Browser) -> None:
+    page = browser.page
+    page.goto(f"{server}/")  # redirected to /ui/
+    page.wait_for_selector("#runs-table .tabulator-row")
+    assert total_shown(browser) == 24
+    assert page.locator("#runs-table .tabulator-row").count() == 24
+    assert page.locator(".tabulator-col-title", has_text="acc").count() >= 1  # metric columns chosen
+    browser.shot("runs")
+
+    page.fill("input[name=filter]", "metrics.acc > 0.9 and params.solver = 'lbfgs'")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.querySelector('[data-total]').dataset.total !== '24'")
+    # acc ends at min(0.99, 0.4 + i/40 + 59/400): above 0.9 from i = 15; lbfgs for odd i
+    assert total_shown(browser) == len([i for i in range(24) if 0.4 + i / 40 + 59 / 400 > 0.9 and i % 2])
+    browser.shot("runs-filtered")
+
+    page.fill("input[name=filter]", "metrics.acc >>> 1")
+    page.click("button[type=submit]")
+    page.wait_for_selector("[role=alert]")
+    assert ">>" in page.inner_text("[role=alert]") or "expected" in page.inner_text("[role=alert]")
+    assert total_shown(browser) == 0
+
+    page.goto(f"{server}/ui/#/runs?experiment=baseline")
+    page.wait_for_function("document.querySelector('[data-total]')?.dataset.total === '4'")
+    assert browser.errors == [], browser.errors
+
+
+def test_a_run_page_draws_its_curves_and_previews_artifacts(server: str, browser: Browser) -> None:
+    page = browser.page
+    page.goto(f"{server}/ui/")
+    page.wait_for_selector("#runs-table .tabulator-row")
+    page.fill("input[name=filter]", "name = 'run-03'")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.querySelector('[data-total]').dataset.total === '1'")
+    page.click("#runs-table a:has-text('run-03')")
+    page.wait_for_selector("[data-chart='metric loss'] canvas")
+    assert page.locator("[data-chart^='metric '] canvas").count() == 2  # loss and acc
+    assert "0.4" in page.inner_text("main")  # param C of run 3
+    page.click("a:has-text('notes/readme.txt')")
+    page.wait_for_selector("pre:has-text('hello from run 3')")
+    page.click("a:has-text('config.json')")
+    page.wait_for_selector("pre:has-text('\"layers\"')")
+    page.fill("input[placeholder=tag]", "reviewed")
+    page.fill("input[placeholder=value]", "yes")
+    page.click("button:has-text('Set tag')")
+    page.wait_for_selector("th:has-text('reviewed')")
+    browser.shot("run")
+    assert browser.errors == [], browser.errors
+
+
+def test_compare_overlays_curves_and_draws_parallel_coordinates(server: str, browser: Browser) -> None:
+    page = browser.page
+    page.goto(f"{server}/ui/#/runs?experiment=churn")
+    page.wait_for_selector("#runs-table .tabulator-row")
+    rows = page.locator("#runs-table .tabulator-row")
+    for index in range(3):
+        rows.nth(index).locator("input[type=checkbox]").check()
+    page.click("button:has-text('Compare 3')")
+    page.wait_for_selector("[data-chart='parallel coordinates'] canvas")
+    page.wait_for_selector("[data-chart='metric loss'] canvas")
+    assert page.locator("table.kv tr.differs").count() >= 2  # C and the metrics differ
+    browser.shot("compare")
+    assert browser.errors == [], browser.errors
+
+
+def post(url: str, body: dict[str, Any], token: str | None = None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_an_alias_moved_in_the_model_page_shows_in_its_history(server: str, browser: Browser) -> None:
+    page = browser.page
+    page.goto(f"{server}/ui/#/models")
+    page.click("a:has-text('churn_model')")
+    page.wait_for_selector("text=Alias history")
+    page.fill("form[aria-label='move an alias'] input[name=alias]", "staging")
+    page.select_option("form[aria-label='move an alias'] select", "2")
+    page.click("button:has-text('Move alias')")
+    page.wait_for_selector("#alias-history td:has-text('staging')")
+    assert "→ 2" in page.inner_text("#alias-history")
+    page.wait_for_selector("iframe[title='model card']")
+    browser.shot("model")
+    assert browser.errors == [], browser.errors
+
+
+def test_with_auth_viewers_read_and_only_write_tokens_act(
+    project: Path, browser: Browser, tmp_path: Path
+) -> None:
+    from molen.server.auth import new_secret, secret_digest
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    store_url = f"sqlite:///{project}/.molen/molen.db"
+    store = SqlMetadataStore(store_url)
+    reader, writer = new_secret(), new_secret()
+    store.create_token("viewer-ui", "read", secret_digest(reader))
+    store.create_token("editor-ui", "write", secret_digest(writer))
+    store.close()
+    with molen_server(store_url, project / ".molen" / "cache", auth=True) as url:
+        page = browser.page
+        page.goto(f"{url}/ui/")
+        page.wait_for_selector("#runs-table .tabulator-row")  # no token needed to look
+        alias = f"{url}/api/molen/v1/ui/models/churn_model/aliases/canary"
+        assert post(alias, {"version": 1})[0] == 401
+        assert post(alias, {"version": 1}, reader)[0] == 403
+        assert post(alias, {"version": 1}, writer)[0] == 200
+        assert post(f"{url}/api/molen/v1/store/list_experiments", {})[0] == 401  # the API still needs one
