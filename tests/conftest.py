@@ -382,6 +382,7 @@ def molen_server(
     auth: bool = False,
     s3_endpoint_url: str | None = None,
     artifacts_direct: bool = False,
+    project_root: str | None = None,
 ) -> Iterator[str]:
     """A real ``molen server`` (uvicorn, in a thread, on a free port) over ``store_url`` and an
     object store (a folder, or s3:// with ``s3_endpoint_url``); ``auth``: tokens required;
@@ -402,6 +403,7 @@ def molen_server(
             auth=auth,
             s3_endpoint_url=s3_endpoint_url,
             artifacts_direct=artifacts_direct,
+            project_root=project_root,
         ),
         host="127.0.0.1",
         port=port,

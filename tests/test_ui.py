@@ -33,6 +33,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A project with 24 runs in two experiments (params, metric histories, artifacts) and a
     model with two versions, the first at production."""
     import numpy as np
+    import pandas as pd
     from sklearn.linear_model import LogisticRegression
 
     import molen
@@ -45,8 +46,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["MOLEN_MODELS_IMPORTANCE"] = "false"
     try:
         rng = np.random.default_rng(0)
-        X = rng.normal(size=(200, 3))
-        y = (X[:, 0] > 0).astype(int)
+        X = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+        y = (X["a"] > 0).astype(int)
         for i in range(24):
             experiment = "churn" if i < 20 else "baseline"
             with molen.start_run(name=f"run-{i:02d}", experiment=experiment) as run:
@@ -227,3 +228,98 @@ def test_with_auth_viewers_read_and_only_write_tokens_act(
         assert post(alias, {"version": 1}, reader)[0] == 403
         assert post(alias, {"version": 1}, writer)[0] == 200
         assert post(f"{url}/api/molen/v1/store/list_experiments", {})[0] == 401  # the API still needs one
+
+
+def molen_cli(root: Path, *args: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "molen", *args], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def git(root: Path, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_the_project_pages_show_data_history_the_pipeline_and_monitoring(
+    project: Path, browser: Browser
+) -> None:
+    """`molen ui` in a project: the tracked data through git history with the runs that used
+    each version, the pipeline with its stale stages, and the monitoring of a deployed model."""
+    import molen
+
+    (project / "data").mkdir(exist_ok=True)
+    raw = project / "data" / "raw.csv"
+    git(project, "init", "-q")
+    git(project, "config", "user.email", "ui@example.com")
+    git(project, "config", "user.name", "UI Test")
+    for version in range(2):
+        raw.write_text("a,b,c\n" + "".join(f"{i / 10 + version},{i % 3},{-i / 7}\n" for i in range(40)))
+        molen_cli(project, "data", "add", "data/raw.csv")
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", f"raw data, version {version + 1}")
+        old = Path.cwd()
+        os.chdir(project)
+        try:
+            with molen.start_run(name=f"uses-v{version + 1}") as run:
+                run.log_input("data/raw.csv")
+        finally:
+            os.chdir(old)
+    config = project / "molen.yaml"
+    config.write_text(
+        config.read_text()
+        + "stages:\n  prepare:\n    cmd: python -c \"print('prepare')\"\n"
+        + "    deps: [data/raw.csv]\n    outs: [data/clean.csv]\n"
+        + "  train:\n    cmd: python -c \"print('train')\"\n"
+        + "    deps: [data/clean.csv]\n    outs: [model.bin]\n"
+    )
+    molen_cli(
+        project,
+        "predict",
+        "churn_model@production",
+        "-i",
+        "data/raw.csv",
+        "-o",
+        str(project / "scored.parquet"),
+        "--log",
+    )
+
+    with molen_server(
+        f"sqlite:///{project}/.molen/molen.db", project / ".molen" / "cache", project_root=str(project)
+    ) as url:
+        page = browser.page
+        page.goto(f"{url}/ui/#/data")
+        page.click("#data-paths a:has-text('data/raw.csv')")
+        page.wait_for_selector("#data-history tbody tr:nth-child(2)")
+        history = page.inner_text("#data-history")
+        assert "raw data, version 2" in history and "uses-v2" in history and "uses-v1" in history
+        browser.shot("data")
+
+        page.click("header a:has-text('Pipeline')")
+        page.wait_for_selector("[data-chart='pipeline'] canvas")
+        stages = page.inner_text("#stages")
+        assert "prepare" in stages and "never ran" in stages and "upstream stage prepare is stale" in stages
+        browser.shot("pipeline")
+
+        page.click("header a:has-text('Monitoring')")
+        page.wait_for_selector("#monitor-status")
+        report = page.frame_locator("iframe[title='monitoring report']")
+        report.locator("h1").first.wait_for(timeout=60_000)
+        assert "drift" in report.locator("body").inner_text().lower()
+        assert "40 predictions" in page.inner_text("main")
+        browser.shot("monitoring")
+        assert browser.errors == [], browser.errors
+
+    with molen_server(f"sqlite:///{project}/.molen/molen.db", project / ".molen" / "cache") as url:
+        page = browser.page
+        page.goto(f"{url}/ui/#/runs")
+        page.wait_for_selector("#runs-table .tabulator-row")
+        assert page.locator("header a:has-text('Pipeline')").count() == 0  # a server without a project
+        request = urllib.request.Request(f"{url}/api/molen/v1/ui/project/pipeline")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 404 and "molen ui" in json.loads(refused.value.read())["message"]

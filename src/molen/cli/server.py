@@ -96,7 +96,8 @@ def ui(
         )
     objects = str(settings["objects.url"] or "")
     console().print(f"molen ui on http://{host}:{port}/ui/  (Ctrl-C stops it); store {_masked(store)}")
-    serve(ServerOptions(store, objects, settings["objects.s3_endpoint_url"], host, port))
+    root = str(settings.project.root) if settings.project is not None else None
+    serve(ServerOptions(store, objects, settings["objects.s3_endpoint_url"], host, port, project=root))
 
 
 def _masked(url: str) -> str:

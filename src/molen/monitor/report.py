@@ -106,6 +106,7 @@ class _Model:
         self.classes = [str(c) for c in self.manifest.get("classes") or []]
         self.classifier = self.manifest.get("task") == "classification"
         self.uri = uri
+        self.workspace = workspace
 
     def bins(self, features: list[str]) -> dict[str, Bins]:
         """The stored bins, or bins of the reference sample for a profile that has none."""
@@ -130,7 +131,7 @@ class _Model:
 
         if not self.classifier or TARGET not in self.reference.columns or len(self.classes) < 2:
             return None
-        predictor = load_model(self.uri)
+        predictor = load_model(self.uri, workspace=self.workspace)  # this project's, wherever the cwd is
         if not hasattr(predictor.model, "predict_proba"):
             return None
         probabilities = np.asarray(predictor.predict_proba(self.reference[self.signature.names]))

@@ -153,12 +153,13 @@ def create_app(
     auth: bool = False,
     artifacts_direct: bool = False,
     ui: bool = True,
+    project_root: str | None = None,
 ) -> Any:
     """The FastAPI app of ``molen server`` over the stores at ``store_url`` and ``objects_url``;
     with ``auth``, every request but health and the docs needs a token (:mod:`molen.server.auth`);
     with ``artifacts_direct``, ``/api/molen/v1/info`` tells clients where the object store is and
     they use it themselves (the proxy stays available); with ``ui``, the web UI at ``/ui/``
-    (:mod:`molen.ui`)."""
+    (:mod:`molen.ui`), with the pages of the project at ``project_root`` (``molen ui``)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -214,6 +215,7 @@ def create_app(
     if ui:
         from molen.ui import mount
 
+        app.state.project_root = Path(project_root) if project_root else None
         mount(app)
 
     @app.middleware("http")

@@ -23,6 +23,7 @@ class ServerOptions(NamedTuple):
     workers: int = 1
     auth: bool = False
     artifacts_direct: bool = False
+    project: str | None = None  # molen ui: the project whose data, pipeline and monitoring it shows
 
 
 def app_from_environment() -> Any:
@@ -36,6 +37,7 @@ def app_from_environment() -> Any:
         s3_endpoint_url=options.s3_endpoint_url,
         auth=options.auth,
         artifacts_direct=options.artifacts_direct,
+        project_root=options.project,
     )
 
 

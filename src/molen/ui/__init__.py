@@ -33,8 +33,10 @@ def mount(app: FastAPI) -> None:
     from fastapi.staticfiles import StaticFiles
 
     from molen.ui.api import router
+    from molen.ui.project import router as project_router
 
     app.include_router(router)
+    app.include_router(project_router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
 
     @app.get("/", include_in_schema=False)

@@ -465,6 +465,99 @@ function ModelPage({ name }) {
   </div>`;
 }
 
+// -- the project's pages: data, pipeline, monitoring ----------------------------------------------
+
+function fmtBytes(n) {
+  if (n == null) return "";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+function DataPage({ query }) {
+  const { data, error } = useApi("/project/data");
+  const path = query.get("path");
+  const history = useApi(path ? `/project/data/history?path=${encodeURIComponent(path)}` : null, [path]);
+  if (error) return html`<${Err} e=${error} />`;
+  if (!data) return html`<${Loading} />`;
+  return html`<div><h1>Data</h1>
+    ${data.paths.length === 0 ? html`<p class="muted">nothing tracked yet: molen data add PATH</p>` : ""}
+    <table class="kv" id="data-paths"><thead><tr><th>path</th><th>kind</th><th>size</th><th>files</th><th>version</th><th>runs</th></tr></thead>
+    <tbody>${data.paths.map((p) => html`<tr class=${p.path === path ? "differs" : ""}>
+      <td><a href=${"#/data?path=" + encodeURIComponent(p.path)}>${p.path}</a></td><td>${p.kind}</td><td>${fmtBytes(p.size)}</td>
+      <td>${p.files}</td><td class="mono" title=${p.hash}>${p.hash.slice(0, 12)}</td><td>${p.runs}</td></tr>`)}</tbody></table>
+    ${path && html`<div><h2>Versions of ${path}</h2><${Err} e=${history.error} />
+      ${history.data ? html`<table class="kv" id="data-history"><thead><tr><th>commit</th><th>date</th><th>author</th><th>message</th><th>version</th><th>size</th><th>used by runs</th><th>models</th></tr></thead>
+        <tbody>${history.data.versions.map((v) => html`<tr><td class="mono">${v.commit.slice(0, 8)}</td><td>${v.date}</td><td>${v.author}</td>
+          <td>${v.subject}</td><td class="mono" title=${v.hash}>${v.hash.slice(0, 12)}</td><td>${fmtBytes(v.size)}</td>
+          <td>${v.runs.map((r) => html`<a href=${"#/run/" + r.id}>${r.name}</a> `)}</td>
+          <td>${v.models.map((m) => html`<a href=${"#/model/" + encodeURIComponent(m.name)}>${m.name}/${m.version}</a> `)}</td></tr>`)}</tbody></table>`
+        : html`<${Loading} />`}</div>`}
+  </div>`;
+}
+
+function dagOption(stages, edges) {
+  const depth = {};
+  const ups = Object.fromEntries(stages.map((s) => [s.name, []]));
+  for (const [up, down] of edges) ups[down].push(up);
+  const level = (name) => (depth[name] ??= ups[name].length ? 1 + Math.max(...ups[name].map(level)) : 0);
+  stages.forEach((s) => level(s.name));
+  const rows = {};
+  const nodes = stages.map((s) => {
+    const x = depth[s.name];
+    const y = (rows[x] = (rows[x] ?? -1) + 1);
+    return { name: s.name, x: x * 220, y: y * 90, symbolSize: [150, 44], symbol: "roundRect",
+             itemStyle: { color: s.stale ? "#fff1c2" : "#dafbe1", borderColor: s.stale ? "#bf8700" : "#1f883d", borderWidth: 1.5 },
+             label: { show: true, color: "#1d2430", lineHeight: 17, formatter: `${s.name}\n${s.stale ? "stale" : "up to date"}` } };
+  });
+  return { animation: false, tooltip: { formatter: (p) => (p.dataType === "node" ? stages.find((s) => s.name === p.name).cmd : "") },
+    series: [{ type: "graph", layout: "none", roam: true, data: nodes,
+      links: edges.map(([a, b]) => ({ source: a, target: b })), edgeSymbol: ["none", "arrow"], edgeSymbolSize: 9,
+      lineStyle: { color: "#98a2b3", width: 1.5 } }] };
+}
+
+function PipelinePage() {
+  const { data, error } = useApi("/project/pipeline");
+  if (error) return html`<${Err} e=${error} />`;
+  if (!data) return html`<${Loading} />`;
+  if (!data.stages.length) return html`<div><h1>Pipeline</h1><p class="muted">no stages: declare them under stages: in molen.yaml</p></div>`;
+  return html`<div><h1>Pipeline</h1>
+    <${Chart} tall label="pipeline" option=${dagOption(data.stages, data.edges)} />
+    <table class="kv" id="stages"><thead><tr><th>stage</th><th>state</th><th>command</th><th>deps</th><th>outs</th><th>why</th></tr></thead>
+    <tbody>${data.stages.map((s) => html`<tr><td>${s.name}</td>
+      <td>${s.stale ? html`<span class="badge RUNNING">stale</span>` : html`<span class="badge FINISHED">up to date</span>`}</td>
+      <td class="mono">${s.cmd}</td><td class="mono">${s.deps.join(", ")}</td><td class="mono">${s.outs.join(", ")}</td>
+      <td>${s.reasons.join("; ")}</td></tr>`)}</tbody></table></div>`;
+}
+
+function MonitorPage({ query }) {
+  const models = useApi("/models");
+  const [window_, setWindow] = useState(query.get("window") || "7d");
+  const deployed = (models.data?.models || []).flatMap((m) => Object.keys(m.aliases).map((a) => `${m.name}@${a}`));
+  const chosen = query.get("model") || deployed[0];
+  const report = useApi(chosen ? `/project/monitor?model=${encodeURIComponent(chosen)}&window=${window_}` : null, [chosen, window_]);
+  if (models.error) return html`<${Err} e=${models.error} />`;
+  if (!models.data) return html`<${Loading} />`;
+  if (!deployed.length) return html`<div><h1>Monitoring</h1><p class="muted">no model has an alias yet: molen models alias NAME VERSION production</p></div>`;
+  const pick = (model, w) => go(`monitor?model=${encodeURIComponent(model)}&window=${w}`);
+  const r = report.data;
+  return html`<div><h1>Monitoring</h1>
+    <div class="toolbar">
+      <select aria-label="model" onChange=${(e) => pick(e.target.value, window_)}>${deployed.map((d) => html`<option value=${d} selected=${d === chosen}>${d}</option>`)}</select>
+      <select aria-label="window" onChange=${(e) => { setWindow(e.target.value); pick(chosen, e.target.value); }}>
+        ${["1h", "1d", "7d", "30d"].map((w) => html`<option value=${w} selected=${w === window_}>last ${w}</option>`)}</select>
+      ${r && html`<span class="badge ${r.status === "ok" ? "FINISHED" : r.status === "warning" ? "RUNNING" : "FAILED"}" id="monitor-status">${r.status}</span>`}
+      ${r && html`<span class="muted">${fmtNumber(r.volume?.rows ?? 0)} predictions</span>`}
+    </div>
+    <${Err} e=${report.error} />
+    ${r && (r.alerts || []).length > 0 && html`<div class="panel"><strong>alerts</strong><ul>${r.alerts.map((a) => html`<li>${a.rule || a.name || JSON.stringify(a)}</li>`)}</ul></div>`}
+    ${report.data ? html`<div class="preview"><iframe sandbox="" title="monitoring report" style="height: 1400px"
+        src=${`${API}/project/monitor?model=${encodeURIComponent(chosen)}&window=${window_}&format=html`}></iframe></div>`
+      : !report.error && html`<${Loading} />`}
+  </div>`;
+}
+
 // -- shell ----------------------------------------------------------------------------------------
 
 function TokenBox() {
@@ -481,6 +574,7 @@ function App() {
     window.addEventListener("hashchange", moved);
     return () => window.removeEventListener("hashchange", moved);
   }, []);
+  const project = useApi("/project", []);
   const [page, ...rest] = where.parts;
   let body;
   if (!page || page === "runs") body = html`<${RunsPage} query=${where.query} key=${location.hash} />`;
@@ -488,10 +582,14 @@ function App() {
   else if (page === "compare") body = html`<${ComparePage} ids=${(rest[0] || "").split(",")} />`;
   else if (page === "models") body = html`<${ModelsPage} />`;
   else if (page === "model") body = html`<${ModelPage} name=${rest[0]} />`;
+  else if (page === "data") body = html`<${DataPage} query=${where.query} />`;
+  else if (page === "pipeline") body = html`<${PipelinePage} />`;
+  else if (page === "monitor") body = html`<${MonitorPage} query=${where.query} key=${location.hash} />`;
   else body = html`<p>No page here. <a href="#/runs">Runs</a></p>`;
   const tab = (name, label) => html`<a href=${"#/" + name} class=${(page || "runs") === name || (page === "run" && name === "runs") || (page === "model" && name === "models") ? "active" : ""}>${label}</a>`;
   return html`<header class="top"><span class="brand">molen</span>
-      <nav>${tab("runs", "Runs")}${tab("models", "Models")}</nav><${TokenBox} /></header>
+      <nav>${tab("runs", "Runs")}${tab("models", "Models")}${project.data?.name ? html`${tab("data", "Data")}${tab("pipeline", "Pipeline")}${tab("monitor", "Monitoring")}` : ""}</nav>
+      ${project.data?.name && html`<span class="muted">project ${project.data.name}</span>`}<${TokenBox} /></header>
     <main>${body}</main>`;
 }
 
