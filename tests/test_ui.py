@@ -162,6 +162,11 @@ def test_a_run_page_draws_its_curves_and_previews_artifacts(server: str, browser
     page.click("button:has-text('Set tag')")
     page.wait_for_selector("th:has-text('reviewed')")
     browser.shot("run")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Delete run')")
+    page.wait_for_selector("#run-deleted")
+    page.click("button:has-text('Restore')")
+    page.wait_for_selector("button:has-text('Delete run')")
     assert browser.errors == [], browser.errors
 
 

@@ -332,7 +332,19 @@ function RunPage({ id }) {
     <${TagForm} run=${run} onDone=${() => setVersion(version + 1)} />
     <h2>Artifacts</h2>
     <${Artifacts} run=${run} />
+    <${DeleteRun} run=${run} />
   </div>`;
+}
+
+function DeleteRun({ run }) {
+  const [state, setState] = useState({ deleted: false, error: null });
+  const act = (restore) => api(`/runs/${run.id}/delete?restore=${restore}`, { method: "POST", body: {} })
+    .then(() => setState({ deleted: !restore, error: null }), (x) => setState({ ...state, error: x.message }));
+  return html`<div class="toolbar" style="margin-top:24px">
+    ${state.deleted ? html`<span class="muted" id="run-deleted">deleted (hidden from lists; molen runs restore brings it back)</span>
+        <button onClick=${() => act(true)}>Restore</button>`
+      : html`<button onClick=${() => confirm(`Delete run ${run.name}? It is hidden, not erased.`) && act(false)}>Delete run</button>`}
+    <${Err} e=${state.error} /></div>`;
 }
 
 // -- compare --------------------------------------------------------------------------------------
