@@ -410,3 +410,53 @@ def test_an_input_missing_from_the_log_is_a_schema_problem(project: Path) -> Non
         "tenure",
         "charges",
     }
+
+
+def test_champion_and_shadow_side_by_side(project: Path) -> None:
+    """With a shadow, the report compares the versions that answered: rows, latency, accuracy
+    on the feedback, and how often the shadow agreed with the champion on the same request."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    frame, target = churn_data(rows=2000)
+    with molen.start_run() as run:
+        run.log_model(
+            churn_pipeline(DecisionTreeClassifier(max_depth=2)).fit(frame, target),
+            "churn",
+            reference=frame,
+            y_reference=target,
+        )
+    rows, truths = churn_data(rows=300, seed=9)
+    options = ServeOptions(
+        uri="churn/1",
+        shadow="churn/2",
+        project=str(project),
+        log_root=str(project / ".molen" / "log"),
+        poll_interval=0,
+    )
+    records = rows.to_dict("records")
+    with TestClient(build_app(options)) as client:
+        for start in range(0, len(records), 50):
+            answer = client.post("/predict", json=records[start : start + 50]).json()
+            feedback = [
+                {"request_id": i, "truth": int(t)}
+                for i, t in zip(answer["ids"], truths[start : start + 50], strict=True)
+            ]
+            client.post("/feedback", json=feedback)
+    report = monitor(
+        "churn/1",
+        log_root=str(project / ".molen" / "log"),
+        workspace=open_workspace(),
+        window=timedelta(hours=1),
+    )
+    versions = {(v["version"], v["role"]): v for v in report["versions"]}
+    assert set(versions) == {("1", "champion"), ("2", "shadow")}
+    champion, shadow = versions["1", "champion"], versions["2", "shadow"]
+    assert champion["rows"] == shadow["rows"] == 300
+    assert champion["with_feedback"] == shadow["with_feedback"] == 300
+    # the shares are those of the rows themselves
+    assert champion["accuracy"] is not None and 0.5 < champion["accuracy"] <= 1
+    assert shadow["compared"] == 300 and champion["compared"] == 0 and champion["agreement"] is None
+    assert 0 < shadow["agreement"] <= 1
+    assert report["volume"]["rows"] == 300  # the shadow's rows were not answered: not in the volume
+    page = report_html(report)
+    assert "Champion and challengers" in page and "shadow" in page

@@ -248,6 +248,26 @@ def _timeline_charts(report: dict[str, Any]) -> list[str]:
     return charts
 
 
+def _versions_table(versions: list[dict[str, Any]]) -> str:
+    """Each (version, role) that answered in the window, side by side."""
+
+    def share(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1%}"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(v['version'])}</td><td>{html.escape(v['role'])}</td><td>{v['rows']:,}</td>"
+        f"<td>{v['latency_ms_p50']:.2f} / {v['latency_ms_p95']:.2f}</td><td>{v['with_feedback']:,}</td>"
+        f"<td>{share(v['accuracy']) if v['mae'] is None else format(v['mae'], '.4g')}</td>"
+        f"<td>{share(v['agreement'])}" + (f" of {v['compared']:,}" if v["compared"] else "") + "</td></tr>"
+        for v in versions
+    )
+    return (
+        "<table><tr><th>version</th><th>role</th><th>rows</th><th>latency p50 / p95 ms</th>"
+        "<th>with feedback</th><th>accuracy (MAE)</th><th>agrees with the champion</th></tr>"
+        f"{rows}</table>"
+    )
+
+
 def report_html(report: dict[str, Any]) -> str:
     """The page of a monitoring report (from :func:`molen.monitor.report.monitor`)."""
     status = report["status"]
@@ -306,6 +326,9 @@ def report_html(report: dict[str, Any]) -> str:
             f"<p>Estimate against realized, over {check['buckets']} periods with feedback: "
             f"mean absolute error {shown}.</p>"
         )
+    versions = report.get("versions") or []
+    if len(versions) > 1:
+        parts.append("<h2>Champion and challengers</h2>" + _versions_table(versions))
     timeline = _timeline_charts(report)
     if timeline:
         parts.append("<h2>Over time</h2><div class='charts'>" + "".join(timeline) + "</div>")

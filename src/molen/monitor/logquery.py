@@ -192,6 +192,35 @@ class LogQuery:
             f"FROM predictions WHERE {self.where} AND {score} IS NOT NULL GROUP BY ALL"
         )
 
+    def versions(self) -> list[tuple[Any, ...]]:
+        """Champion and challengers side by side, over every row of the window (shadow rows
+        included): per (version, role), (version, role, rows, latency p50, latency p95, rows
+        with feedback, share of those right, mean absolute error, rows also answered by a
+        non-shadow version, share of those where both answered the same)."""
+        span = f"epoch_us(p.timestamp) >= {self.span[0]} AND epoch_us(p.timestamp) < {self.span[1]}"
+        if self.has_feedback:
+            truth = f"LEFT JOIN {self._truth()} f USING (request_id)"
+            judged = (
+                "count(f.truth), avg(CASE WHEN f.truth IS NULL THEN NULL "
+                "WHEN CAST(p.prediction AS VARCHAR) = CAST(f.truth AS VARCHAR) THEN 1.0 ELSE 0.0 END), "
+                "avg(abs(TRY_CAST(f.truth AS DOUBLE) - TRY_CAST(p.prediction AS DOUBLE)))"
+            )
+        else:
+            truth, judged = "", "0, NULL, NULL"
+        served = (
+            "(SELECT request_id, any_value(prediction) AS answer FROM predictions "
+            "WHERE role <> 'shadow' GROUP BY ALL)"
+        )
+        return self.fetch(
+            "SELECT p.version, p.role, count(*), approx_quantile(p.latency_ms, 0.5), "
+            f"approx_quantile(p.latency_ms, 0.95), {judged}, "
+            "count_if(p.role = 'shadow' AND c.answer IS NOT NULL), "
+            "avg(CASE WHEN p.role <> 'shadow' OR c.answer IS NULL THEN NULL "
+            "WHEN CAST(p.prediction AS VARCHAR) = CAST(c.answer AS VARCHAR) THEN 1.0 ELSE 0.0 END) "
+            f"FROM predictions p {truth} LEFT JOIN {served} c USING (request_id) "
+            f"WHERE {span} GROUP BY p.version, p.role ORDER BY p.version, p.role"
+        )
+
     def sample(self, columns: list[str], rows: int) -> Any:
         """At most ``rows`` rows of the window's inputs (a reservoir sample) as a pandas frame."""
         fields = ", ".join(f"inputs.{_quote(name)} AS {_quote(name)}" for name in columns)

@@ -383,6 +383,21 @@ def monitor(
             "latency_ms_p50": p50,
             "latency_ms_p95": p95,
         }
+        report["versions"] = [
+            {
+                "version": str(row[0]),
+                "role": str(row[1]),
+                "rows": int(row[2]),
+                "latency_ms_p50": float(row[3] or 0.0),
+                "latency_ms_p95": float(row[4] or 0.0),
+                "with_feedback": int(row[5] or 0),
+                "accuracy": None if row[6] is None or not model.classifier else float(row[6]),
+                "mae": None if row[7] is None or model.classifier else float(row[7]),
+                "compared": int(row[8] or 0),
+                "agreement": None if row[9] is None else float(row[9]),
+            }
+            for row in query.versions()
+        ]
         step("performance from feedback and confidence")
         realized, joined = _realized(query, model)
         estimated = _estimated(query, model)
