@@ -207,6 +207,7 @@ def test_an_alias_moved_in_the_model_page_shows_in_its_history(server: str, brow
     page.click("button:has-text('Move alias')")
     page.wait_for_selector("#alias-history td:has-text('staging')")
     assert "→ 2" in page.inner_text("#alias-history")
+    assert "run-05" in page.inner_text("#versions") and "run-06" in page.inner_text("#versions")  # lineage
     page.wait_for_selector("iframe[title='model card']")
     browser.shot("model")
     assert browser.errors == [], browser.errors

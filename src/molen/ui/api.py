@@ -286,8 +286,24 @@ def model(request: Request, name: str) -> dict[str, Any]:
     registry = store.registry
     versions = registry.list_versions(name)
     details = []
+    runs = {}
+    for run_id in {v.run_id for v in versions[:100] if v.run_id}:  # the newest hundred versions
+        try:
+            runs[run_id] = store.get_run(run_id)
+        except NotFoundError:  # the run was purged; the version stays
+            continue
     for version in versions:
         entry = version.to_dict()
+        made = runs.get(version.run_id or "")
+        entry["lineage"] = (
+            None
+            if made is None
+            else {
+                "run": made.name,
+                "commit": made.tags.get("molen.git.commit"),
+                "data": [{"path": i.path, "digest": i.digest, "role": i.role} for i in made.inputs],
+            }
+        )
         if version.flavor != "mlflow":
             try:
                 manifest = read_manifest(_objects(request), version.digest)

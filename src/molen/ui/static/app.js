@@ -78,16 +78,41 @@ function smooth(values, weight) {
 
 // -- charts ---------------------------------------------------------------------------------------
 
+// ECharts (1 MB) is loaded by the first page that draws a chart, not by the runs table
+let echartsLoading = null;
+function loadEcharts() {
+  if (window.echarts) return Promise.resolve(window.echarts);
+  echartsLoading ??= new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "static/vendor/echarts.min.js";
+    script.onload = () => resolve(window.echarts);
+    script.onerror = () => reject(new Error("the chart library could not be loaded"));
+    document.head.appendChild(script);
+  });
+  return echartsLoading;
+}
+
 function Chart({ option, tall, label }) {
   const ref = useRef(null);
   const chart = useRef(null);
+  const [ready, setReady] = useState(!!window.echarts);
   useEffect(() => {
-    chart.current = window.echarts.init(ref.current, null, { renderer: "canvas" });
-    const resize = () => chart.current && chart.current.resize();
-    window.addEventListener("resize", resize);
-    return () => { window.removeEventListener("resize", resize); chart.current.dispose(); };
+    let live = true;
+    let resize = null;
+    loadEcharts().then((echarts) => {
+      if (!live) return;
+      chart.current = echarts.init(ref.current, null, { renderer: "canvas" });
+      resize = () => chart.current && chart.current.resize();
+      window.addEventListener("resize", resize);
+      setReady(true);
+    });
+    return () => {
+      live = false;
+      if (resize) window.removeEventListener("resize", resize);
+      if (chart.current) chart.current.dispose();
+    };
   }, []);
-  useEffect(() => { chart.current.setOption(option, true); }, [option]);
+  useEffect(() => { if (ready && chart.current) chart.current.setOption(option, true); }, [option, ready]);
   return html`<div class="chart ${tall ? "tall" : ""}" ref=${ref} aria-label=${label || "chart"} data-chart=${label || ""}></div>`;
 }
 
@@ -454,10 +479,12 @@ function ModelPage({ name }) {
   return html`<div>
     <h1>${name}</h1>
     <h2>Versions</h2>
-    <table class="kv"><thead><tr><th>version</th><th>aliases</th><th>run</th><th>flavor</th><th>created</th><th>by</th><th></th></tr></thead>
+    <table class="kv" id="versions"><thead><tr><th>version</th><th>aliases</th><th>run</th><th>commit</th><th>data</th><th>flavor</th><th>created</th><th>by</th><th></th></tr></thead>
     <tbody>${data.versions.map((v) => html`<tr><td>${v.version}</td>
       <td>${v.aliases.map((a) => html`<span class="badge alias">${a}</span>`)}</td>
-      <td>${v.run_id ? html`<a href=${"#/run/" + v.run_id}>${short(v.run_id)}</a>` : ""}</td>
+      <td>${v.run_id ? html`<a href=${"#/run/" + v.run_id}>${v.lineage?.run || short(v.run_id)}</a>` : ""}</td>
+      <td class="mono">${(v.lineage?.commit || "").slice(0, 7)}</td>
+      <td>${(v.lineage?.data || []).map((d) => html`<a class="mono" title=${d.digest} href=${"#/data?path=" + encodeURIComponent(d.path)}>${d.path}@${d.digest.slice(0, 7)}</a> `)}</td>
       <td>${v.flavor}</td><td>${fmtTime(v.created_at)}</td><td>${v.user || ""}</td>
       <td>${v.flavor !== "mlflow" && html`<a href="javascript:void 0" onClick=${() => setCardOf(v.version)}>card</a>`}</td></tr>`)}</tbody></table>
     <${AliasForm} name=${name} versions=${data.versions} onDone=${() => setVersion(version + 1)} />
@@ -606,7 +633,7 @@ function App() {
 }
 
 function start() {
-  if (!window.echarts || !window.Tabulator) { setTimeout(start, 10); return; }
+  if (!window.Tabulator) { setTimeout(start, 10); return; }
   const root = document.getElementById("app");
   root.textContent = "";  // the "loading" line
   render(html`<${App} />`, root);
