@@ -329,3 +329,43 @@ def test_the_project_pages_show_data_history_the_pipeline_and_monitoring(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 404 and "molen ui" in json.loads(refused.value.read())["message"]
+
+
+def test_molen_ui_serves_the_project_it_runs_in(project: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "molen", "ui", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/", timeout=5) as answer:
+                    assert "molen" in answer.read().decode()
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline and process.poll() is None, "molen ui did not start"
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/molen/v1/ui/project", timeout=10) as answer:
+            assert json.loads(answer.read())["name"] == project.name
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert f"molen ui on http://127.0.0.1:{port}/ui/" in output
+
+    env = {**os.environ, "MOLEN_TRACKING_URI": "http://team.example:5000"}
+    done = subprocess.run(
+        [sys.executable, "-m", "molen", "ui"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "open http://team.example:5000/ui/ in a browser" in done.stderr
