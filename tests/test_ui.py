@@ -58,6 +58,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 if i == 3:
                     run.log_text("hello from run 3\n", "notes/readme.txt")
                     run.log_dict({"layers": [64, 32]}, "config.json")
+                    run.log_text("<html><body><h1>a report</h1></body></html>", "report.html")
+                    import matplotlib
+
+                    matplotlib.use("Agg")
+                    import matplotlib.pyplot as plt
+
+                    figure, axes = plt.subplots(figsize=(3, 2))
+                    axes.plot([0, 1, 2], [2, 1, 3])
+                    figure.savefig(root / "curve.png")
+                    plt.close(figure)
+                    run.log_artifact(root / "curve.png", "plots/curve.png")
                 if i in (5, 6):
                     run.log_model(
                         LogisticRegression(C=0.1 * (i + 1)).fit(X, y),
@@ -157,6 +168,11 @@ def test_a_run_page_draws_its_curves_and_previews_artifacts(server: str, browser
     page.wait_for_selector("pre:has-text('hello from run 3')")
     page.click("a:has-text('config.json')")
     page.wait_for_selector("pre:has-text('\"layers\"')")
+    page.click("a:has-text('plots/curve.png')")
+    page.wait_for_function("document.querySelector('.preview img')?.naturalWidth > 100")
+    page.click("a:has-text('report.html')")
+    frame = page.frame_locator("iframe[title='report.html']")
+    frame.locator("h1:has-text('a report')").wait_for()
     page.fill("input[placeholder=tag]", "reviewed")
     page.fill("input[placeholder=value]", "yes")
     page.click("button:has-text('Set tag')")
