@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +31,20 @@ def exp_run(
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Run name (a sweep numbers its runs).")
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="local (this machine, -j side by side) or ray (each experiment a task on a Ray "
+            "cluster; needs shared stores: PostgreSQL and s3://).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="The Ray cluster's HOST:PORT (default: RAY_ADDRESS).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline with changed params in a working copy: the workspace is not edited.
 
@@ -53,10 +67,25 @@ def exp_run(
     from molen.cli.quick import print_outcome
 
     session = DataSession(open_workspace_of(ctx))
-    parent, results = run_experiments(
-        session, variants, targets=stages or None, jobs=jobs, name=name, echo=print_outcome
-    )
     out = console()
+
+    def finished(index: int, result: Any) -> None:
+        mark = "[green]ok[/]" if result.ok else "[red]failed[/]"
+        out.print(
+            f"[dim]{index + 1}/{len(variants)} done on the cluster:[/] {mark} {(result.run_id or '-')[:12]}"
+        )
+
+    parent, results = run_experiments(
+        session,
+        variants,
+        targets=stages or None,
+        jobs=jobs,
+        name=name,
+        echo=print_outcome,
+        executor=executor,
+        ray_address=ray_address,
+        on_trial=finished if executor == "ray" else None,
+    )
     if len(results) > 1:
         for result in results:
             mark = "[green]ok[/]" if result.ok else "[red]failed[/]"

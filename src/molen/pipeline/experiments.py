@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -93,11 +93,21 @@ def run_experiments(
     jobs: int = 1,
     name: str | None = None,
     echo: Echo | None = None,
+    ray_address: str | None = None,
+    executor: str = "local",
+    on_trial: Callable[[int, Experiment], None] | None = None,
 ) -> tuple[str | None, list[Experiment]]:
     """Run one experiment per entry of ``variants`` (param overrides); with several, under a
-    parent run. Returns the parent run's id (None for one experiment) and the experiments."""
+    parent run. Returns the parent run's id (None for one experiment) and the experiments.
+
+    ``executor="ray"`` sends each experiment to the Ray cluster at ``ray_address`` as a task
+    (:mod:`molen.compute.cluster`); ``on_trial(index, experiment)`` is told as each finishes."""
     if not variants:
         raise UsageError("nothing to run: give -S KEY=VALUE, --grid or --random")
+    if executor == "ray":
+        return _run_on_ray(session, variants, targets or [], name, ray_address, on_trial)
+    if executor != "local":
+        raise UsageError(f"--executor {executor!r}: use local or ray")
     parent = None
     if len(variants) > 1:
         from molen.tracking.runs import start_run
@@ -123,6 +133,60 @@ def run_experiments(
     if parent is not None:
         parent.end("FINISHED" if all(r.ok for r in results) else "FAILED")
     return (parent.id if parent else None), results
+
+
+def _run_on_ray(
+    session: DataSession,
+    variants: list[dict[str, Any]],
+    targets: list[str],
+    name: str | None,
+    ray_address: str | None,
+    on_trial: Callable[[int, Experiment], None] | None,
+) -> tuple[str | None, list[Experiment]]:
+    from molen.compute import cluster
+    from molen.config import project_config
+    from molen.tracking.runs import start_run
+
+    shared = cluster.require_shared_stores(session.workspace)  # before anything is started
+    resources = cluster.resources_of(project_config(session.project))
+    ray = cluster.connect(ray_address)
+    trials = []
+    labels = [
+        name if len(variants) == 1 and name else f"{name or 'exp'}-{i + 1}" for i in range(len(variants))
+    ]
+    for overrides, label in zip(variants, labels, strict=True):
+        with _working_copy(session, overrides) as copy:
+            archive = cluster.pack_project(copy, session)
+        trials.append((archive, {**shared, OVERRIDES_ENV: _overrides_text(overrides), EXP_NAME_ENV: label}))
+    parent = None
+    if len(variants) > 1:
+        parent = start_run(name=name or "sweep", workspace=session.workspace)
+        parent.set_tag("molen.exp.sweep", str(len(variants)))
+        parent.set_tag("molen.exp.executor", "ray")
+        for _, env in trials:
+            env[PARENT_ENV] = parent.id
+
+    def done(index: int, result: dict[str, Any]) -> None:
+        if on_trial is not None:
+            on_trial(index, Experiment(variants[index], result["run_id"], result["ok"], result["output"]))
+
+    try:
+        results = cluster.run_trials(ray, trials, targets, resources=resources, on_done=done)
+    except KeyboardInterrupt:
+        if parent is not None:
+            parent.end("KILLED")
+        raise
+    except BaseException:
+        if parent is not None:
+            parent.end("FAILED")
+        raise
+    experiments = [
+        Experiment(overrides, r["run_id"], r["ok"], r["output"])
+        for overrides, r in zip(variants, results, strict=True)
+    ]
+    if parent is not None:
+        parent.end("FINISHED" if all(e.ok for e in experiments) else "FAILED")
+    return (parent.id if parent else None), experiments
 
 
 def _run_here(

@@ -1,0 +1,1 @@
+"""Compute beyond this machine: sweeps on a Ray cluster (:mod:`molen.compute.cluster`)."""

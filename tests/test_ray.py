@@ -1,0 +1,169 @@
+"""Sweeps on a real Ray cluster: a head and a second worker node started with `ray start` on
+loopback, the runs in PostgreSQL and the objects in the S3-compatible server, as a team runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test_pipeline import EVALUATE, PIPELINE, PREPARE
+
+ray = pytest.importorskip("ray")
+
+MOLEN = [sys.executable, "-m", "molen"]
+#: train.py of test_pipeline, but a max_depth of 0 fails (a trial that fails on the cluster)
+TRAIN = """
+import json, pathlib, sys, yaml
+params = yaml.safe_load(open("params.yaml"))["train"]
+if params["max_depth"] == 0:
+    sys.exit("max_depth 0 is not a tree")
+rows = [float(x.split(",")[1]) for x in pathlib.Path("data/prepared/rows.txt").read_text().split()]
+model = {"weight": sum(rows) * params["lr"], "depth": params["max_depth"]}
+pathlib.Path("model.json").write_text(json.dumps(model))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3_endpoint: str) -> Iterator[str]:
+    """A head node and one more worker node, one CPU each, on loopback; yields the address.
+    Started after the S3 server, so the workers have its credentials in their environment."""
+    port = _free_port()
+    temp = Path(f"/tmp/molen-ray-{uuid.uuid4().hex[:8]}")  # short: Ray's socket paths are limited
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 1024**2), "--block"]
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+         "--include-dashboard", "false", "--temp-dir", str(temp), *common],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    worker = None
+    try:
+        deadline = time.monotonic() + 90
+        probe = (
+            f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
+            "print(ray.cluster_resources().get('CPU', 0))"
+        )
+        while True:
+            done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+            if done.returncode == 0:
+                break
+            assert time.monotonic() < deadline and head.poll() is None, (
+                f"the Ray head did not start: {done.stderr[-800:]}"
+            )
+            time.sleep(1)
+        worker = subprocess.Popen(
+            [ray_bin, "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        while True:
+            done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+            if done.returncode == 0 and float(done.stdout.split()[-1]) >= 2:
+                break
+            assert time.monotonic() < deadline, "the second Ray node did not join"
+            time.sleep(1)
+        yield address
+    finally:
+        for process in (worker, head):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, 15)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, 9)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def molen(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MOLEN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _project(root: Path) -> None:
+    from molen.project import init_project
+
+    project = init_project(root)
+    (root / "data").mkdir()
+    (root / "data" / "raw.csv").write_text("id,x\n1,2\n2,3\n")
+    (root / "prepare.py").write_text(PREPARE)
+    (root / "train.py").write_text(TRAIN)
+    (root / "evaluate.py").write_text(EVALUATE)
+    (root / "params.yaml").write_text("train:\n  lr: 0.5\n  max_depth: 4\n")
+    with open(project.config_path, "a") as config:
+        config.write(PIPELINE + "ray:\n  trial:\n    cpus: 1\n    memory: 100MB\n")
+
+
+def test_a_sweep_runs_on_the_cluster_into_the_shared_stores(
+    tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    root = tmp_path / "team"
+    _project(root)
+    env = {
+        **os.environ,
+        "MOLEN_TRACKING_URI": postgres_url,
+        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
+        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
+        "RAY_ADDRESS": ray_cluster,
+    }
+    added = molen("data", "add", "data/raw.csv", cwd=root, env=env)  # the data is in the bucket now
+    assert added.returncode == 0, added.stderr
+    done = molen(
+        "exp", "run", "--grid", "train.lr=0.1,0.2,0.3", "--grid", "train.max_depth=2,0",
+        "--name", "cluster", "--executor", "ray", cwd=root, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr  # three trials fail, the sweep goes on
+    assert done.stdout.count("done on the cluster") == 6
+    assert "max_depth 0 is not a tree" in done.stdout
+
+    from molen.query import parse_filter
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    store = SqlMetadataStore(postgres_url)
+    try:
+        (sweep,) = store.search_runs(where=parse_filter("name = 'cluster'"))
+        assert sweep.status == "FAILED" and sweep.tags["molen.exp.executor"] == "ray"
+        children = store.search_runs(where=parse_filter(f"parent_id = '{sweep.id}'"))
+        assert len(children) == 6
+        finished = [c for c in children if c.status == "FINISHED"]
+        failed = [c for c in children if c.status == "FAILED"]
+        assert len(finished) == 3 and len(failed) == 3
+        # each result is the local result: score = (2 + 3) * lr / 10
+        assert sorted(round(c.metrics["score"], 6) for c in finished) == [0.05, 0.1, 0.15]
+        assert all(c.params["train.max_depth"] == "2" for c in finished)
+        # the data the workers used is the tracked version, read from the bucket
+        record = store.get_run(finished[0].id)
+        assert any(i.path == "data/raw.csv" for i in record.inputs)
+    finally:
+        store.close()
+
+
+def test_ray_needs_stores_every_worker_sees(tmp_path: Path) -> None:
+    root = tmp_path / "alone"
+    _project(root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLEN_")}
+    done = molen("exp", "run", "--grid", "train.lr=0.1,0.2", "--executor", "ray", cwd=root, env=env)
+    assert done.returncode == 2
+    assert "--executor ray" in done.stderr and "MOLEN_TRACKING_URI=postgresql" in done.stderr
+    env["MOLEN_TRACKING_URI"] = "postgresql+psycopg://nobody@127.0.0.1:9/none"
+    done = molen("exp", "run", "--grid", "train.lr=0.1,0.2", "--executor", "ray", cwd=root, env=env)
+    assert done.returncode == 2 and "MOLEN_OBJECTS_URL=s3://" in done.stderr
