@@ -167,3 +167,77 @@ def test_ray_needs_stores_every_worker_sees(tmp_path: Path) -> None:
     env["MOLEN_TRACKING_URI"] = "postgresql+psycopg://nobody@127.0.0.1:9/none"
     done = molen("exp", "run", "--grid", "train.lr=0.1,0.2", "--executor", "ray", cwd=root, env=env)
     assert done.returncode == 2 and "MOLEN_OBJECTS_URL=s3://" in done.stderr
+
+
+TRAIN_MODEL = """
+import molen, numpy as np, pandas as pd
+from sklearn.linear_model import LogisticRegression
+rng = np.random.default_rng(0)
+X = pd.DataFrame(rng.normal(size=(500, 3)), columns=["a", "b", "c"])
+y = (X["a"] + X["b"] > 0).astype(int)
+with molen.start_run() as run:
+    run.log_model(LogisticRegression().fit(X, y), "scorer", reference=X, y_reference=y)
+"""
+
+
+def test_batch_scoring_on_the_cluster_matches_local_scoring(
+    tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    import boto3
+    import numpy as np
+    import pandas as pd
+
+    root = tmp_path / "scoring"
+    from molen.project import init_project
+
+    init_project(root)
+    env = {
+        **os.environ,
+        "MOLEN_TRACKING_URI": postgres_url,
+        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
+        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
+        "MOLEN_MODELS_IMPORTANCE": "false",
+        "RAY_ADDRESS": ray_cluster,
+    }
+    trained = subprocess.run(
+        [sys.executable, "-c", TRAIN_MODEL], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert molen("models", "alias", "scorer", "1", "production", cwd=root, env=env).returncode == 0
+
+    rng = np.random.default_rng(1)
+    parts = [pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"]) for n in (700, 1, 1300)]
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for index, part in enumerate(parts):
+        local = tmp_path / f"part-{index}.parquet"
+        part.to_parquet(local)
+        s3.upload_file(str(local), s3_bucket, f"in/part-{index}.parquet")
+    pd.concat(parts).to_parquet(tmp_path / "all.parquet")
+
+    here = molen(
+        "predict", "scorer@production", "-i", str(tmp_path / "all.parquet"),
+        "-o", str(tmp_path / "local.parquet"), cwd=root, env=env,
+    )  # fmt: skip
+    assert here.returncode == 0, here.stderr
+    done = molen(
+        "predict", "scorer@production", "-i", f"s3://{s3_bucket}/in/*.parquet", "-o", f"s3://{s3_bucket}/out/",
+        "--executor", "ray", "--chunk-size", "500", cwd=root, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Scored 2,001 rows in 3 files" in done.stdout
+
+    scored = []
+    for index in range(3):
+        target = tmp_path / f"out-{index}.parquet"
+        s3.download_file(s3_bucket, f"out/part-{index}.parquet", str(target))
+        scored.append(pd.read_parquet(target))
+    cluster = pd.concat(scored, ignore_index=True)
+    local = pd.read_parquet(tmp_path / "local.parquet")
+    assert list(cluster.columns) == list(local.columns)
+    pd.testing.assert_frame_equal(cluster, local)  # row for row, probabilities included
+
+    missing = molen(
+        "predict", "scorer@production", "-i", f"s3://{s3_bucket}/nothing/*.parquet",
+        "-o", f"s3://{s3_bucket}/x/", "--executor", "ray", cwd=root, env=env,
+    )  # fmt: skip
+    assert missing.returncode == 3 and "no .parquet files there" in missing.stderr

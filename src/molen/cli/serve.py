@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -98,9 +99,23 @@ def serve(
 def predict(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME/VERSION or run:RUN/model.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="Rows to score: a .parquet or .csv file.")],
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Rows to score: a .parquet or .csv file; with --executor ray, Parquet files: "
+            "a glob or folder, e.g. s3://bucket/in/*.parquet.",
+        ),
+    ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Where to write the scored rows (.parquet).")
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write the scored rows (.parquet); with --executor ray, a folder or "
+            "prefix (one output file per input file).",
+        ),
     ],
     chunk_size: Annotated[
         int, typer.Option(min=1, help="Rows per chunk (memory use grows with it).")
@@ -108,6 +123,19 @@ def predict(
     log: Annotated[
         bool, typer.Option("--log", help="Log every row to the prediction log, as molen serve does.")
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="local, or ray: each input file a task on a Ray cluster (shared stores needed).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="The Ray cluster's HOST:PORT (default: RAY_ADDRESS).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Score a file in chunks: the input's columns plus prediction (and class probabilities).
 
@@ -117,6 +145,11 @@ def predict(
     from molen.serving.batch import predict_file
 
     workspace = open_workspace_of(ctx)
+    if executor == "ray":
+        _predict_on_ray(workspace, model, input, output, chunk_size, log, ray_address)
+        return
+    if executor != "local":
+        raise typer.BadParameter(f"--executor {executor!r}: use local or ray")
     bar = RichProgress()
     started = False
     shown = 0
@@ -132,8 +165,8 @@ def predict(
     try:
         result = predict_file(
             model,
-            input,
-            output,
+            Path(input),
+            Path(output),
             chunk_size=chunk_size,
             log_root=workspace.settings["serving.prediction_log"] if log else None,
             workspace=workspace,
@@ -153,6 +186,58 @@ build_app_cli = typer.Typer(
     help="Package a registered model for deployment: a Docker build context, Kubernetes manifests.",
     no_args_is_help=True,
 )
+
+
+def _predict_on_ray(
+    workspace: Any, model: str, source: str, output: str, chunk_size: int, log: bool, address: str | None
+) -> None:
+    from molen.cli.render import RichProgress, console
+    from molen.compute import cluster, scoring
+    from molen.config import project_config
+    from molen.errors import UsageError
+    from molen.serving.predlog import log_storage_options
+
+    shared = cluster.require_shared_stores(workspace)
+    log_root = str(workspace.settings["serving.prediction_log"] or "")
+    if log and "://" not in log_root:
+        raise UsageError(
+            f"--log with --executor ray: the prediction log is the folder {log_root} on this machine; "
+            "set serving.prediction_log to s3://bucket/log (MOLEN_SERVING_PREDICTION_LOG)"
+        )
+    if log:
+        shared["MOLEN_SERVING_PREDICTION_LOG"] = log_root
+    if "://" not in output:
+        raise UsageError(
+            f"--output {output}: the workers write it; give a bucket prefix (s3://bucket/scored/)"
+        )
+    sources = scoring.partitions(source, log_storage_options(source, workspace))
+    project = workspace.settings.project
+    resources = cluster.resources_of(project_config(project) if project is not None else {})
+    ray = cluster.connect(address)
+    bar = RichProgress()
+    bar.start(f"scoring {len(sources)} files on the cluster", len(sources))
+    started = time.perf_counter()
+    try:
+        scored = scoring.score_on_ray(
+            ray,
+            model,
+            sources,
+            output,
+            chunk_size=chunk_size,
+            env=shared,
+            log=log,
+            resources=resources,
+            on_done=lambda _done, _total: bar.advance(1),
+        )
+    finally:
+        bar.finish()
+    seconds = time.perf_counter() - started
+    rows = sum(s.rows for s in scored)
+    version = scored[0].version if scored else None
+    console().print(
+        f"Scored {rows:,} rows in {len(scored)} files with {model} (version {version}) on the cluster "
+        f"in {seconds:.1f} s ({rows / seconds if seconds else 0:,.0f} rows/s) → {output.rstrip('/')}/"
+    )
 
 
 def _print_built(built: Built) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from molen.serving.predlog import PredictionLog
     from molen.workspace import Workspace
 
-__all__ = ["BatchResult", "predict_file"]
+__all__ = ["BatchResult", "predict_file", "score_chunk"]
 
 #: Called with (rows done, rows in all or None) after each chunk.
 Progress = Callable[[int, int | None], None]
@@ -101,7 +101,7 @@ def predict_file(
     writer = None
     try:
         for chunk in chunks:
-            table = _score(model, chunk, done, prediction_log)
+            table = score_chunk(model, chunk, done, prediction_log)
             if writer is None:
                 writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
             writer.write_table(table)
@@ -123,7 +123,8 @@ def predict_file(
     return BatchResult(done, count, time.perf_counter() - started, target, model.version)
 
 
-def _score(model: Predictor, chunk: Any, offset: int, prediction_log: PredictionLog | None) -> Any:
+def score_chunk(model: Predictor, chunk: Any, offset: int, prediction_log: PredictionLog | None) -> Any:
+    """Validate and score one chunk (rows ``offset``… of the input); the output table."""
     try:
         frame = model.validate(chunk)
     except InputSchemaError as exc:
