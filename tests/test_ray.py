@@ -3,6 +3,7 @@ loopback, the runs in PostgreSQL and the objects in the S3-compatible server, as
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -241,3 +242,53 @@ def test_batch_scoring_on_the_cluster_matches_local_scoring(
         "-o", f"s3://{s3_bucket}/x/", "--executor", "ray", cwd=root, env=env,
     )  # fmt: skip
     assert missing.returncode == 3 and "no .parquet files there" in missing.stderr
+
+
+def test_repro_runs_its_stages_on_the_cluster_and_never_sends_cached_ones(
+    tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    root = tmp_path / "pipeline"
+    _project(root)
+    with open(root / "molen.yaml", "a") as config:
+        config.write("  stages:\n    train:\n      cpus: 1\n      memory: 200MB\n")
+    env = {
+        **os.environ,
+        "MOLEN_TRACKING_URI": postgres_url,
+        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
+        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
+        "RAY_ADDRESS": ray_cluster,
+    }
+    assert molen("data", "add", "data/raw.csv", cwd=root, env=env).returncode == 0
+    done = molen("repro", "--executor", "ray", "-j", "2", cwd=root, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(
+        f"ran  {stage}" in " ".join(done.stdout.split()) or stage in done.stdout
+        for stage in ("prepare", "train")
+    )
+    # the outs came back into the workspace and molen.lock, as after a local run
+    assert json.loads((root / "model.json").read_text())["weight"] == 2.5
+    assert json.loads((root / "metrics.json").read_text())["score"] == 0.25
+    assert "model.json" in (root / "molen.lock").read_text()
+    again = molen("repro", "--executor", "ray", cwd=root, env=env)
+    assert again.returncode == 0 and "up-to-date" in again.stdout
+
+    (root / "params.yaml").write_text("train:\n  lr: 0.1\n  max_depth: 4\n")
+    changed = molen("repro", "--executor", "ray", cwd=root, env=env)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert json.loads((root / "metrics.json").read_text())["score"] == pytest.approx(0.05)
+    (root / "params.yaml").write_text("train:\n  lr: 0.5\n  max_depth: 4\n")
+    back = molen("repro", "--executor", "ray", cwd=root, env=env)  # the run cache has these
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "restored" in back.stdout and " ran " not in f" {' '.join(back.stdout.split())} "
+    assert json.loads((root / "model.json").read_text())["weight"] == 2.5
+
+    from molen.query import parse_filter
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    store = SqlMetadataStore(postgres_url)
+    try:
+        runs = store.search_runs(where=parse_filter("name = 'repro'"), sort=[])
+        assert len(runs) == 3 and all(r.status == "FINISHED" for r in runs)
+        assert sorted(round(r.metrics["score"], 6) for r in runs) == [0.05, 0.25, 0.25]
+    finally:
+        store.close()

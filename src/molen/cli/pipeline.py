@@ -48,6 +48,20 @@ def repro(
     tolerance: Annotated[
         float, typer.Option("--tolerance", min=0.0, help="Relative tolerance for metrics with --verify.")
     ] = 1e-9,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="local, or ray: the stages that must run become Ray tasks (resources from "
+            "ray.stages.NAME in molen.yaml; shared stores needed). Cached stages never leave.",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="The Ray cluster's HOST:PORT (default: RAY_ADDRESS).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Run the stages whose cmd, deps or params changed, in dependency order, as one tracked run.
 
@@ -61,7 +75,7 @@ def repro(
 
     workspace = open_workspace_of(ctx)
     if verify is None:
-        pipeline_repro(workspace, stages, force, dry, downstream, jobs)
+        pipeline_repro(workspace, stages, force, dry, downstream, jobs, executor, ray_address)
         return
     warn_environment(workspace, verify)
     from molen.cli.render import console

@@ -200,9 +200,11 @@ def pipeline_repro(
     dry: bool = False,
     downstream: bool = False,
     jobs: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> None:
     """``molen repro``: run the stale stages and print what happened to each; exit status 1
-    when a stage failed."""
+    when a stage failed. ``executor="ray"``: the stages that must run go to a Ray cluster."""
     import json
     from pathlib import Path
 
@@ -222,6 +224,17 @@ def pipeline_repro(
         os.environ.get(PARENT_ENV) or None,
         os.environ.get(OVERRIDES_ENV, ""),
     )
+    remote = None
+    if executor == "ray" and not dry:
+        from molen.compute import cluster
+
+        shared = cluster.require_shared_stores(session.workspace)
+        config = project_config(session.project)
+        remote = cluster.RayStages(cluster.connect(ray_address), session, pipeline, shared, config)
+    elif executor not in {"local", "ray"}:
+        from molen.errors import UsageError
+
+        raise UsageError(f"--executor {executor!r}: use local or ray")
     result = repro(
         session,
         pipeline,
@@ -232,6 +245,7 @@ def pipeline_repro(
         jobs=jobs,
         echo=echo,
         options=options,
+        remote=remote,
     )
     if result.run_id:
         short = result.run_id[:12]

@@ -40,7 +40,17 @@ if TYPE_CHECKING:
     from molen.data.tracked import DataSession
     from molen.workspace import Workspace
 
-__all__ = ["connect", "pack_project", "require_shared_stores", "resources_of", "run_trials", "trial"]
+__all__ = [
+    "RayStages",
+    "connect",
+    "pack_project",
+    "pack_tree",
+    "require_shared_stores",
+    "resources_of",
+    "run_stage",
+    "run_trials",
+    "trial",
+]
 
 #: Ray retries a trial whose worker died this many times (a failed pipeline is not retried).
 MAX_RETRIES = 3
@@ -71,17 +81,21 @@ def require_shared_stores(workspace: Workspace) -> dict[str, str]:
     return shared
 
 
-def resources_of(config: dict[str, Any]) -> dict[str, Any]:
-    """What each trial asks of the cluster, from ``molen.yaml``'s ``ray.trial`` (``cpus``,
-    ``gpus``, ``memory`` such as ``2GB``): Ray's ``num_cpus``, ``num_gpus`` and ``memory``."""
-    section = (config.get("ray") or {}).get("trial") or {}
+def resources_of(config: dict[str, Any], *where: str) -> dict[str, Any]:
+    """What a task asks of the cluster, from ``molen.yaml``'s ``ray.trial`` (a sweep's trial)
+    or ``ray.stages.NAME`` (a stage): ``cpus`` (default 1), ``gpus``, ``memory`` such as
+    ``2GB``; as Ray's ``num_cpus``, ``num_gpus`` and ``memory``."""
+    where = where or ("trial",)
+    section: Any = config.get("ray") or {}
+    for key in where:
+        section = section.get(key) if isinstance(section, dict) else None
+    section = section or {}
+    name = ".".join(("ray", *where))
     if not isinstance(section, dict):
-        raise UsageError("molen.yaml: ray.trial must be a mapping (cpus, gpus, memory)")
+        raise UsageError(f"molen.yaml: {name} must be a mapping (cpus, gpus, memory)")
     unknown = set(section) - {"cpus", "gpus", "memory"}
     if unknown:
-        raise UsageError(
-            f"molen.yaml: ray.trial has no setting {sorted(unknown)[0]!r}; use cpus, gpus, memory"
-        )
+        raise UsageError(f"molen.yaml: {name} has no setting {sorted(unknown)[0]!r}; use cpus, gpus, memory")
     found: dict[str, Any] = {"num_cpus": 1}
     try:
         if "cpus" in section:
@@ -92,10 +106,10 @@ def resources_of(config: dict[str, Any]) -> dict[str, Any]:
             found["memory"] = _bytes(str(section["memory"]))
     except ValueError:
         raise UsageError(
-            "molen.yaml: ray.trial wants numbers: cpus: 1, gpus: 0, memory: 2GB (KB, MB, GB or bytes)"
+            f"molen.yaml: {name} wants numbers: cpus: 1, gpus: 0, memory: 2GB (KB, MB, GB or bytes)"
         ) from None
     if found["num_cpus"] < 0 or found.get("num_gpus", 0) < 0:
-        raise UsageError("molen.yaml: ray.trial cpus and gpus cannot be negative")
+        raise UsageError(f"molen.yaml: {name} cpus and gpus cannot be negative")
     return found
 
 
@@ -131,17 +145,25 @@ def connect(address: str | None) -> Any:
 def pack_project(copy: Path, session: DataSession) -> bytes:
     """The working copy ``copy`` as a gzipped tar, without the tracked data (workers check it
     out of the shared object store; its pointer files travel)."""
-    tracked = {t.path for t in session.tracked()}
+    return pack_tree(copy, session)
+
+
+def pack_tree(root: Path, session: DataSession, *, exclude: set[str] | frozenset[str] = frozenset()) -> bytes:
+    """``root``'s files as a gzipped tar under ``project/``, without ``.git``, ``.molen``, the
+    tracked data and the paths in ``exclude``."""
+    skipped = {t.path for t in session.tracked()} | set(exclude)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
 
         def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
             relative = info.name.split("/", 1)[1] if "/" in info.name else ""
-            if relative in tracked or any(relative.startswith(path + "/") for path in tracked):
+            if relative.split("/", 1)[0] in {".git", ".molen"}:
+                return None
+            if relative in skipped or any(relative.startswith(path + "/") for path in skipped):
                 return None
             return info
 
-        archive.add(copy, arcname="project", filter=keep)
+        archive.add(root, arcname="project", filter=keep)
     return buffer.getvalue()
 
 
@@ -218,3 +240,99 @@ def run_trials(
             ray.cancel(ref)
         raise
     return [r if r is not None else {"run_id": None, "ok": False, "output": ""} for r in results]
+
+
+# -- pipeline stages on the cluster (molen repro --executor ray) ------------------------------------
+
+
+def run_stage(
+    archive: bytes,
+    deps: dict[str, dict[str, Any]],
+    cmd: str,
+    wdir: str,
+    products: list[str],
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """What a worker does for one stage (the body of its Ray task): unpack the project, check
+    the data deps out of the shared object store (``deps``: path → pointer; the code travels in
+    the archive), run ``cmd``, store the products in the shared object store; answers
+    ``{"outs": {path: pointer}}`` or ``{"error": …, "output": …}``."""
+    from molen.data.pointer import Pointer
+    from molen.data.tracked import DataSession
+    from molen.workspace import open_workspace
+
+    folder = Path(tempfile.mkdtemp(prefix="molen-stage-"))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as unpacked:
+            unpacked.extractall(folder, filter="data")
+        project = folder / "project"
+        stores = {"tracking.uri": env["MOLEN_TRACKING_URI"], "objects.url": env["MOLEN_OBJECTS_URL"]}
+        os.environ.update({k: v for k, v in env.items() if k.startswith("MOLEN_OBJECTS_")})
+        session = DataSession(open_workspace(project, flags=stores))
+        try:
+            for path, pointer in deps.items():
+                if not (project / path).exists():
+                    session.materialize(path, Pointer(**pointer), ignore=False)
+            environment = {
+                **os.environ,
+                "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+                **env,
+            }
+            done = subprocess.run(
+                cmd, shell=True, cwd=project / wdir, env=environment, capture_output=True, text=True
+            )
+            output = (done.stdout or "") + (done.stderr or "")
+            if done.returncode != 0:
+                return {"error": f"`{cmd}` exited with {done.returncode} on the cluster", "output": output}
+            absent = [path for path in products if not os.path.lexists(project / path)]
+            if absent:
+                return {"error": f"it did not create {absent[0]}, which molen.yaml lists", "output": output}
+            outs = {path: session.snapshot(project / path)._asdict() for path in products}
+            return {"outs": outs, "output": output}
+        finally:
+            session.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class RayStages:
+    """Runs `molen repro`'s stages as Ray tasks (see :func:`run_stage`); the project is packed
+    once, without its tracked data and the stages' products, which travel through the store."""
+
+    def __init__(
+        self, ray: Any, session: DataSession, pipeline: Any, shared: dict[str, str], config: dict[str, Any]
+    ):
+        self.ray = ray
+        self.shared = shared
+        self.remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(run_stage)
+        self.resources = {name: resources_of(config, "stages", name) for name in pipeline.stages}
+        products = {path for stage in pipeline.stages.values() for path in stage.products}
+        self.archive = ray.put(pack_tree(session.project.root, session, exclude=products))
+
+    def run(self, stage: Any, deps: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+        """Run ``stage`` on the cluster; its products' pointers (path → Pointer)."""
+        from molen.data.pointer import Pointer
+
+        task = self.remote.options(**self.resources[stage.name]).remote(
+            self.archive,
+            {path: pointer._asdict() for path, pointer in deps.items()},
+            stage.cmd,
+            stage.wdir,
+            list(stage.products),
+            {**self.shared, **env},
+        )
+        try:
+            answer = self.ray.get(task)
+        except BaseException:
+            self.ray.cancel(task)
+            raise
+        if "error" in answer:
+            tail = "\n".join(answer.get("output", "").rstrip().splitlines()[-20:])
+            raise StageError(f"stage {stage.name}: {answer['error']}" + (f"\n{tail}" if tail else ""))
+        return {path: Pointer(**pointer) for path, pointer in answer["outs"].items()}
+
+
+class StageError(UsageError):
+    """A stage that failed on the cluster (reported like a local failure)."""
+
+    exit_code = 1

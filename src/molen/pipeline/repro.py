@@ -95,8 +95,10 @@ class _Execution:
         dry: bool,
         echo: Echo,
         options: RunOptions = RunOptions(),
+        remote: Any = None,
     ) -> None:
         self.options = options
+        self.remote = remote  # molen.compute.cluster.RayStages: stages run on a Ray cluster
         self.session = session
         self.pipeline = pipeline
         self.force = force
@@ -169,7 +171,10 @@ class _Execution:
         if not self.force and self._restore(stage, key):
             outcome = StageOutcome(name, "restored", reasons, time.perf_counter() - started)
         else:
-            self._execute(stage)
+            if self.remote is not None:
+                self._execute_remote(stage, state)
+            else:
+                self._execute(stage)
             outcome = StageOutcome(name, "ran", reasons, time.perf_counter() - started)
         record = self._record(stage, state, key)
         self._log(stage, record)
@@ -200,6 +205,19 @@ class _Execution:
         absent = [path for path in stage.products if not os.path.lexists(self.root / path)]
         if absent:
             raise _StageFailed(f"stage {stage.name} did not create {absent[0]}, which molen.yaml lists")
+
+    def _execute_remote(self, stage: Stage, state: StageState) -> None:
+        """Run ``stage`` on the cluster, then put its products in this workspace (from the
+        shared object store), as if it had run here."""
+        run = self._active_run()
+        env = {**stage.env, RUN_ID_ENV: run.id, "MOLEN_STAGE": stage.name}
+        try:
+            outs = self.remote.run(stage, state.current.deps, env)
+        except MolenError as exc:
+            raise _StageFailed(exc.message) from None
+        self.session.cache.refresh()  # the worker may have written new packs of small files
+        for path, pointer in outs.items():
+            self.session.materialize(path, pointer, ignore=path in stage.outs)
 
     def _remove_cached_product(self, path: str) -> None:
         """Delete an out before its stage reruns, when the cache can give it back (a file
@@ -275,6 +293,7 @@ def repro(
     jobs: int = 1,
     echo: Echo = lambda outcome: None,
     options: RunOptions = RunOptions(),
+    remote: Any = None,
 ) -> ReproResult:
     """Bring the ``targets`` (default: every stage) up to date; see the module docstring.
 
@@ -282,7 +301,7 @@ def repro(
     caller can show everything that ran. Example: ``repro(session, pipeline, ["train"], jobs=2)``.
     """
     order = pipeline.order(targets, downstream=downstream)
-    execution = _Execution(session, pipeline, force=force, dry=dry, echo=echo, options=options)
+    execution = _Execution(session, pipeline, force=force, dry=dry, echo=echo, options=options, remote=remote)
     pending = list(order)
     running: dict[Future[StageOutcome], str] = {}
 
