@@ -292,3 +292,50 @@ def test_repro_runs_its_stages_on_the_cluster_and_never_sends_cached_ones(
         assert sorted(round(r.metrics["score"], 6) for r in runs) == [0.05, 0.25, 0.25]
     finally:
         store.close()
+
+
+KILLER = """
+import os, pathlib, sys
+import psutil
+marker = pathlib.Path(os.environ["KILL_MARKER"])
+if not marker.exists():  # the first attempt: kill the Ray worker running this stage
+    marker.write_text("killed once")
+    for parent in psutil.Process().parents():
+        if parent.name().startswith("ray::") or "ray::" in " ".join(parent.cmdline()):
+            parent.kill()
+            break
+    sys.exit(9)
+pathlib.Path("survived.txt").write_text("second attempt\\n")
+"""
+
+
+def test_a_stage_whose_worker_dies_is_retried(
+    tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    from molen.project import init_project
+
+    root = tmp_path / "fragile"
+    project = init_project(root)
+    (root / "killer.py").write_text(KILLER)
+    with open(project.config_path, "a") as config:
+        config.write(
+            "stages:\n  fragile:\n    cmd: python killer.py\n"
+            "    deps: [killer.py]\n    outs: [survived.txt]\n"
+        )
+    marker = Path(f"/tmp/molen-kill-{uuid.uuid4().hex[:8]}")
+    env = {
+        **os.environ,
+        "MOLEN_TRACKING_URI": postgres_url,
+        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
+        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
+        "RAY_ADDRESS": ray_cluster,
+    }
+    with open(project.config_path, "a") as config:
+        config.write(f"    env: {{KILL_MARKER: {marker}}}\n")
+    try:
+        done = molen("repro", "--executor", "ray", cwd=root, env=env)
+        assert marker.read_text() == "killed once"  # the first attempt's worker died
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (root / "survived.txt").read_text() == "second attempt\n"
+    finally:
+        marker.unlink(missing_ok=True)
