@@ -21,6 +21,7 @@ their own environment, as on any cluster (Kubernetes secrets on KubeRay).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -167,6 +168,19 @@ def pack_tree(root: Path, session: DataSession, *, exclude: set[str] | frozenset
     return buffer.getvalue()
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """In a worker's child process: get SIGTERM when the worker dies (Linux), so a trial or a
+    stage never outlives the task that started it (a killed worker's retry would race it)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_CHILD: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+
+
 def trial(archive: bytes, targets: list[str], env: dict[str, str]) -> dict[str, Any]:
     """What a worker does for one trial (the body of the Ray task): unpack, check the tracked
     data out, `molen repro`; the run id it recorded, whether it succeeded, and its output."""
@@ -193,6 +207,7 @@ def trial(archive: bytes, targets: list[str], env: dict[str, str]) -> dict[str, 
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            **_CHILD,
         )
         try:
             output, _ = process.communicate()
@@ -236,10 +251,18 @@ def run_trials(
                 if on_done is not None:
                     on_done(index, found)
     except BaseException:
-        for ref in pending:
-            ray.cancel(ref)
+        cancel(ray, list(pending))
         raise
     return [r if r is not None else {"run_id": None, "ok": False, "output": ""} for r in results]
+
+
+def cancel(ray: Any, refs: list[Any], *, wait: float = 30.0) -> None:
+    """Cancel ``refs`` and give them ``wait`` seconds to stop (a trial ends its run KILLED on
+    the way out) before the driver exits, which would kill their workers outright."""
+    for ref in refs:
+        ray.cancel(ref)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=wait)
 
 
 # -- pipeline stages on the cluster (molen repro --executor ray) ------------------------------------
@@ -279,7 +302,7 @@ def run_stage(
                 **env,
             }
             done = subprocess.run(
-                cmd, shell=True, cwd=project / wdir, env=environment, capture_output=True, text=True
+                cmd, shell=True, cwd=project / wdir, env=environment, capture_output=True, text=True, **_CHILD
             )
             output = (done.stdout or "") + (done.stderr or "")
             if done.returncode != 0:

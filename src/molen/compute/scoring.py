@@ -163,7 +163,8 @@ def score_on_ray(
                 if on_done is not None:
                     on_done(found, len(sources))
     except BaseException:
-        for ref in pending:
-            ray.cancel(ref)
+        from molen.compute.cluster import cancel
+
+        cancel(ray, list(pending))
         raise
     return [r for r in results if r is not None]

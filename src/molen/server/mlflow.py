@@ -780,8 +780,12 @@ async def set_alias(request: Request) -> Any:
 
 
 # last, so every route above matches first
-@router.api_route(f"{PREFIX}/{{rest:path}}", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
-@router.api_route("/api/3.0/mlflow/{rest:path}", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
+@router.api_route(
+    f"{PREFIX}/{{rest:path}}", methods=["GET", "POST", "PATCH", "DELETE", "PUT"], include_in_schema=False
+)
+@router.api_route(
+    "/api/3.0/mlflow/{rest:path}", methods=["GET", "POST", "PATCH", "DELETE", "PUT"], include_in_schema=False
+)
 async def not_served(request: Request, rest: str) -> Any:
     """An MLflow endpoint molen does not serve: MLflow's 404, which its client does not retry."""
     return error_response(
