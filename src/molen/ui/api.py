@@ -130,16 +130,17 @@ def runs(
 
 
 @router.get("/columns")
-def columns(request: Request, experiment: str | None = None) -> dict[str, list[str]]:
-    """The param and metric names the runs of ``experiment`` use (for the column chooser)."""
-    store = _metadata(request)
-    return store.column_names(_experiment_ids(store, experiment))
+def columns(request: Request) -> dict[str, list[str]]:
+    """Every param and metric name in the store (for the column chooser; a run without one
+    shows an empty cell)."""
+    return _metadata(request).column_names()
 
 
 @router.get("/runs/{run_id}")
-def run(request: Request, run_id: str) -> dict[str, Any]:
+def run(request: Request, run_id: str, history: int = Query(0, ge=0, le=100)) -> dict[str, Any]:
     """A run: params, latest metrics, tags (molen's own apart), artifacts, data inputs, the model
-    versions registered from it, its parent and children."""
+    versions registered from it, its parent and children; with ``history=N``, the histories of
+    its first N metrics too (the page's charts arrive with the page)."""
     store = _metadata(request)
     record = store.get_run(store.resolve_run_id(run_id))
     row = _row(record)
@@ -165,6 +166,9 @@ def run(request: Request, run_id: str) -> dict[str, Any]:
 
     children = store.search_runs(where=parse_filter(f"parent_id = '{record.id}'"), limit=200)
     row["children"] = [{"id": c.id, "name": c.name, "status": c.status} for c in children]
+    if history:
+        keys = sorted(record.metrics)[:history]
+        row["series"] = {k: thin(v) for k, v in store.metric_histories(record.id, keys).items()}
     return row
 
 

@@ -596,16 +596,19 @@ class SqlMetadataStore:
             return self._inputs(connection, list(run_ids))
 
     @translated
-    def column_names(self, experiment_ids: Sequence[int] | None = None) -> dict[str, list[str]]:
-        """The param and metric names used by the active runs of ``experiment_ids`` (all: None)."""
+    def column_names(self) -> dict[str, list[str]]:
+        """Every param and metric name in the store (of any run): a skip scan of each table's
+        index on ``key``, one index seek per name, so as fast at 10,000 runs as at ten."""
         names: dict[str, list[str]] = {}
         with self._read() as connection:
-            for label, table in (("params", t.params), ("metrics", t.latest_metrics)):
-                query = select(table.c.key).distinct().join(t.runs, t.runs.c.id == table.c.run_id)
-                query = query.where(t.runs.c.lifecycle == "active")
-                if experiment_ids is not None:
-                    query = query.where(t.runs.c.experiment_id.in_(list(experiment_ids)))
-                names[label] = sorted(row[0] for row in connection.execute(query))
+            for label, table in (("params", "params"), ("metrics", "latest_metrics")):
+                sql = (
+                    f'WITH RECURSIVE names(name) AS (SELECT min("key") FROM {table} '
+                    f'UNION ALL SELECT (SELECT min("key") FROM {table} WHERE "key" > names.name) '
+                    "FROM names WHERE names.name IS NOT NULL) "
+                    "SELECT name FROM names WHERE name IS NOT NULL"
+                )
+                names[label] = [row[0] for row in connection.exec_driver_sql(sql)]
         return names
 
     # -- artifacts and data versions -----------------------------------------------------------
@@ -870,6 +873,10 @@ def _configure_sqlite(engine: Engine) -> None:
                     raise
                 time.sleep(0.02)
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # reads of a big store (the UI sorting ten thousand runs by a metric) stay in memory:
+        # 32 MiB of page cache per connection (SQLite's default is 2 MiB), the file memory-mapped
+        cursor.execute("PRAGMA cache_size=-32768")
+        cursor.execute("PRAGMA mmap_size=268435456")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA case_sensitive_like=ON")  # like PostgreSQL; ilike ignores case
         cursor.close()

@@ -78,36 +78,47 @@ function smooth(values, weight) {
 
 // -- charts ---------------------------------------------------------------------------------------
 
-// ECharts (1 MB) is loaded by the first page that draws a chart, not by the runs table
-let echartsLoading = null;
-function loadEcharts() {
-  if (window.echarts) return Promise.resolve(window.echarts);
-  echartsLoading ??= new Promise((resolve, reject) => {
+// Each library loads with the first page that needs it: Tabulator (450 KB) with the runs
+// table, ECharts (1 MB) with the first chart (a run or compare page asks for it at once, while
+// its data is on the way).
+const loading = {};
+function loadScript(src, global) {
+  if (window[global]) return Promise.resolve(window[global]);
+  loading[src] ??= new Promise((resolve, reject) => {
     const script = document.createElement("script");
-    script.src = "static/vendor/echarts.min.js";
-    script.onload = () => resolve(window.echarts);
-    script.onerror = () => reject(new Error("the chart library could not be loaded"));
+    script.src = src;
+    script.onload = () => resolve(window[global]);
+    script.onerror = () => reject(new Error(`${src} could not be loaded`));
     document.head.appendChild(script);
   });
-  return echartsLoading;
+  return loading[src];
 }
+const loadEcharts = () => loadScript("static/vendor/echarts.min.js", "echarts");
+const loadTabulator = () => loadScript("static/vendor/tabulator.min.js", "Tabulator");
 
 function Chart({ option, tall, label }) {
   const ref = useRef(null);
   const chart = useRef(null);
-  const [ready, setReady] = useState(!!window.echarts);
+  const [ready, setReady] = useState(false);
   useEffect(() => {
     let live = true;
     let resize = null;
-    loadEcharts().then((echarts) => {
-      if (!live) return;
-      chart.current = echarts.init(ref.current, null, { renderer: "canvas" });
-      resize = () => chart.current && chart.current.resize();
-      window.addEventListener("resize", resize);
-      setReady(true);
-    });
+    // drawn when it scrolls into view: a run with 24 charts paints the first ones at once
+    const seen = new IntersectionObserver((entries) => {
+      if (!entries.some((e) => e.isIntersecting)) return;
+      seen.disconnect();
+      loadEcharts().then((echarts) => {
+        if (!live) return;
+        chart.current = echarts.init(ref.current, null, { renderer: "canvas" });
+        resize = () => chart.current && chart.current.resize();
+        window.addEventListener("resize", resize);
+        setReady(true);
+      });
+    }, { rootMargin: "200px" });
+    seen.observe(ref.current);
     return () => {
       live = false;
+      seen.disconnect();
       if (resize) window.removeEventListener("resize", resize);
       if (chart.current) chart.current.dispose();
     };
@@ -150,7 +161,9 @@ function RunsPage({ query }) {
   const [error, setError] = useState(null);
   const [total, setTotal] = useState(null);
   const [selected, setSelected] = useState([]);
-  const columns = useApi(`/columns?experiment=${encodeURIComponent(experiment)}`, [experiment]);
+  const columns = useApi("/columns", []);
+  const [tabulator, setTabulator] = useState(!!window.Tabulator);
+  useEffect(() => { loadTabulator().then(() => setTabulator(true), (e) => setError(e.message)); }, []);
   const [shown, setShown] = useState(() => JSON.parse(localStorage.getItem("molen.columns") || "null"));
   const [chooser, setChooser] = useState(false);
   const holder = useRef(null);
@@ -164,7 +177,7 @@ function RunsPage({ query }) {
   }, [columns.data, shown]);
 
   useEffect(() => {
-    if (!chosen || !window.Tabulator) return;
+    if (!chosen || !tabulator) return;
     const sortField = { name: "name", status: "status", start_time: "start_time", duration_ms: "duration", user: "user" };
     const cols = [
       { formatter: "rowSelection", titleFormatter: "rowSelection", hozAlign: "center", headerSort: false, width: 36 },
@@ -214,7 +227,7 @@ function RunsPage({ query }) {
     });
     table.current.on("rowSelectionChanged", (data) => setSelected(data.map((d) => d.id)));
     return () => { table.current.destroy(); table.current = null; };
-  }, [chosen, applied, experiment]);
+  }, [chosen, applied, experiment, tabulator]);
 
   const toggle = (c) => {
     const next = chosen.includes(c) ? chosen.filter((x) => x !== c) : [...chosen, c];
@@ -288,12 +301,13 @@ function Preview({ url, path }) {
   return html`<pre class="mono">${text == null ? "loading…" : text}</pre>`;
 }
 
-function RunCharts({ runIds, keys, names }) {
+function RunCharts({ runIds, keys, names, preloaded }) {
   const [log, setLog] = useState(false);
   const [weight, setWeight] = useState(0);
   const wanted = keys.slice(0, 24);
-  const series = useApi(wanted.length ? `/metrics?runs=${runIds.join(",")}&keys=${wanted.map(encodeURIComponent).join(",")}` : null,
-                        [runIds.join(","), wanted.join(",")]);
+  const fetched = useApi(!preloaded && wanted.length ? `/metrics?runs=${runIds.join(",")}&keys=${wanted.map(encodeURIComponent).join(",")}` : null,
+                         [runIds.join(","), wanted.join(","), !!preloaded]);
+  const series = preloaded ? { data: { series: { [runIds[0]]: preloaded } }, error: null } : fetched;
   if (!wanted.length) return html`<p class="muted">no metrics</p>`;
   return html`<div>
     <div class="toolbar"><${CurveControls} log=${log} setLog=${setLog} weight=${weight} setWeight=${setWeight} /></div>
@@ -321,7 +335,8 @@ function TagForm({ run, onDone }) {
 
 function RunPage({ id }) {
   const [version, setVersion] = useState(0);
-  const { data: run, error } = useApi(`/runs/${id}`, [id, version]);
+  useEffect(() => { loadEcharts(); }, []);  // while the run is on its way
+  const { data: run, error } = useApi(`/runs/${id}?history=24`, [id, version]);
   if (error) return html`<${Err} e=${error} />`;
   if (!run) return html`<${Loading} />`;
   const keys = Object.keys(run.metrics);
@@ -351,7 +366,7 @@ function RunPage({ id }) {
       <div><h2>Metrics (latest)</h2><table class="kv"><tbody>${Object.entries(run.metrics).map(([k, v]) => html`<tr><th>${k}</th><td>${fmtNumber(v)}</td></tr>`)}</tbody></table></div>
     </div>
     <h2>Metric charts</h2>
-    <${RunCharts} runIds=${[run.id]} keys=${keys} names=${{ [run.id]: run.name }} />
+    <${RunCharts} runIds=${[run.id]} keys=${keys.sort()} names=${{ [run.id]: run.name }} preloaded=${run.series} />
     <h2>Tags</h2>
     <table class="kv"><tbody>${Object.entries(run.tags).map(([k, v]) => html`<tr><th>${k}</th><td>${v}</td></tr>`)}</tbody></table>
     <${TagForm} run=${run} onDone=${() => setVersion(version + 1)} />
@@ -405,6 +420,7 @@ function parallelOption(runs, params, metric) {
 }
 
 function ComparePage({ ids }) {
+  useEffect(() => { loadEcharts(); }, []);
   const { data, error } = useApi(`/compare?runs=${ids.join(",")}`, [ids.join(",")]);
   const [metric, setMetric] = useState(null);
   if (error) return html`<${Err} e=${error} />`;
@@ -632,10 +648,6 @@ function App() {
     <main>${body}</main>`;
 }
 
-function start() {
-  if (!window.Tabulator) { setTimeout(start, 10); return; }
-  const root = document.getElementById("app");
-  root.textContent = "";  // the "loading" line
-  render(html`<${App} />`, root);
-}
-start();
+const root = document.getElementById("app");
+root.textContent = "";  // the "loading" line
+render(html`<${App} />`, root);
