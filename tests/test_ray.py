@@ -98,6 +98,17 @@ def ray_cluster(s3_endpoint: str) -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def team_env(postgres_url: str, s3_bucket: str, s3_endpoint: str, ray_cluster: str) -> dict[str, str]:
+    """The environment of a team member: the shared database and bucket, the cluster."""
+    return {
+        **os.environ,
+        "MOLEN_TRACKING_URI": postgres_url,
+        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
+        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
+        "RAY_ADDRESS": ray_cluster,
+    }
+
+
 def molen(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*MOLEN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -121,13 +132,7 @@ def test_a_sweep_runs_on_the_cluster_into_the_shared_stores(
 ) -> None:
     root = tmp_path / "team"
     _project(root)
-    env = {
-        **os.environ,
-        "MOLEN_TRACKING_URI": postgres_url,
-        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
-        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
-        "RAY_ADDRESS": ray_cluster,
-    }
+    env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
     added = molen("data", "add", "data/raw.csv", cwd=root, env=env)  # the data is in the bucket now
     assert added.returncode == 0, added.stderr
     done = molen(
@@ -194,14 +199,7 @@ def test_batch_scoring_on_the_cluster_matches_local_scoring(
     from molen.project import init_project
 
     init_project(root)
-    env = {
-        **os.environ,
-        "MOLEN_TRACKING_URI": postgres_url,
-        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
-        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
-        "MOLEN_MODELS_IMPORTANCE": "false",
-        "RAY_ADDRESS": ray_cluster,
-    }
+    env = {**team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster), "MOLEN_MODELS_IMPORTANCE": "false"}
     trained = subprocess.run(
         [sys.executable, "-c", TRAIN_MODEL], cwd=root, env=env, capture_output=True, text=True
     )
@@ -253,13 +251,7 @@ def test_repro_runs_its_stages_on_the_cluster_and_never_sends_cached_ones(
     _project(root)
     with open(root / "molen.yaml", "a") as config:
         config.write("  stages:\n    train:\n      cpus: 1\n      memory: 200MB\n")
-    env = {
-        **os.environ,
-        "MOLEN_TRACKING_URI": postgres_url,
-        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
-        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
-        "RAY_ADDRESS": ray_cluster,
-    }
+    env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
     assert molen("data", "add", "data/raw.csv", cwd=root, env=env).returncode == 0
     done = molen("repro", "--executor", "ray", "-j", "2", cwd=root, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -325,13 +317,7 @@ def test_a_stage_whose_worker_dies_is_retried(
             "    deps: [killer.py]\n    outs: [survived.txt]\n"
         )
     marker = Path(f"/tmp/molen-kill-{uuid.uuid4().hex[:8]}")
-    env = {
-        **os.environ,
-        "MOLEN_TRACKING_URI": postgres_url,
-        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/molen",
-        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
-        "RAY_ADDRESS": ray_cluster,
-    }
+    env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
     with open(project.config_path, "a") as config:
         config.write(f"    env: {{KILL_MARKER: {marker}}}\n")
     try:

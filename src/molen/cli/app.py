@@ -61,6 +61,15 @@ _added: set[str] = set()
 _ROOT_OPTIONS_WITH_VALUES = {"-C", "--project", "--tracking-uri", "--objects-url"}
 
 
+#: ``--ray-address`` of the commands that can run on a Ray cluster (``--executor ray``).
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="The Ray cluster's HOST:PORT (default: RAY_ADDRESS).", show_default=False
+    ),
+]
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"

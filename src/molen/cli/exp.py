@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from molen.cli.app import open_workspace_of
+from molen.cli.app import RayAddress, open_workspace_of
 
 app = typer.Typer(help="Experiments: the pipeline with changed params, side by side.", no_args_is_help=True)
 
@@ -39,12 +39,7 @@ def exp_run(
             "cluster; needs shared stores: PostgreSQL and s3://).",
         ),
     ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address", help="The Ray cluster's HOST:PORT (default: RAY_ADDRESS).", show_default=False
-        ),
-    ] = None,
+    ray_address: RayAddress = None,
 ) -> None:
     """Run the pipeline with changed params in a working copy: the workspace is not edited.
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from molen.cli.app import app, open_workspace_of
+from molen.cli.app import RayAddress, app, open_workspace_of
 
 if TYPE_CHECKING:
     from molen.data.tracked import DataSession
@@ -56,12 +56,7 @@ def repro(
             "ray.stages.NAME in molen.yaml; shared stores needed). Cached stages never leave.",
         ),
     ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address", help="The Ray cluster's HOST:PORT (default: RAY_ADDRESS).", show_default=False
-        ),
-    ] = None,
+    ray_address: RayAddress = None,
 ) -> None:
     """Run the stages whose cmd, deps or params changed, in dependency order, as one tracked run.
 

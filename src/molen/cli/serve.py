@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from molen.cli.app import app, open_workspace_of
+from molen.cli.app import RayAddress, app, open_workspace_of
 
 if TYPE_CHECKING:
     from molen.serving.build import Built
@@ -130,12 +130,7 @@ def predict(
             help="local, or ray: each input file a task on a Ray cluster (shared stores needed).",
         ),
     ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address", help="The Ray cluster's HOST:PORT (default: RAY_ADDRESS).", show_default=False
-        ),
-    ] = None,
+    ray_address: RayAddress = None,
 ) -> None:
     """Score a file in chunks: the input's columns plus prediction (and class probabilities).
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RayStages",
+    "cancel",
+    "completed",
     "connect",
     "pack_project",
     "pack_tree",
@@ -238,22 +240,32 @@ def run_trials(
     remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(trial)
     pending = {remote.remote(archive, targets, env): index for index, (archive, env) in enumerate(trials)}
     results: list[dict[str, Any] | None] = [None] * len(trials)
+    for index, found, error in completed(ray, pending):
+        if error is not None:  # the worker died more than MAX_RETRIES times
+            found = {"run_id": None, "ok": False, "output": f"the trial failed on the cluster: {error}"}
+        results[index] = found
+        if on_done is not None:
+            on_done(index, found)
+    return [r if r is not None else {"run_id": None, "ok": False, "output": ""} for r in results]
+
+
+def completed(ray: Any, pending: dict[Any, int]) -> Iterator[tuple[int, Any, Exception | None]]:
+    """The tasks of ``pending`` (Ray ref → index) as each finishes: ``(index, result, None)``
+    or ``(index, None, error)``. Whatever is left is cancelled when the caller stops early
+    (Ctrl-C, an error of its own)."""
     try:
         while pending:
             finished, _ = ray.wait(list(pending), num_returns=1)
             for ref in finished:
                 index = pending.pop(ref)
                 try:
-                    found = ray.get(ref)
-                except Exception as exc:  # the worker died more than MAX_RETRIES times
-                    found = {"run_id": None, "ok": False, "output": f"the trial failed on the cluster: {exc}"}
-                results[index] = found
-                if on_done is not None:
-                    on_done(index, found)
-    except BaseException:
-        cancel(ray, list(pending))
-        raise
-    return [r if r is not None else {"run_id": None, "ok": False, "output": ""} for r in results]
+                    result, error = ray.get(ref), None
+                except Exception as exc:
+                    result, error = None, exc
+                yield index, result, error
+    finally:
+        if pending:
+            cancel(ray, list(pending))
 
 
 def cancel(ray: Any, refs: list[Any], *, wait: float = 30.0) -> None:

@@ -136,7 +136,7 @@ def score_on_ray(
 ) -> list[ScoredFile]:
     """Score every file of ``sources`` as one Ray task each into the folder ``output``; Ctrl-C
     cancels what is left. A failed file fails the job, with the worker's one-line error."""
-    from molen.compute.cluster import MAX_RETRIES
+    from molen.compute.cluster import MAX_RETRIES, completed
 
     names = [source.rstrip("/").rsplit("/", 1)[-1] for source in sources]
     if len(set(names)) != len(names):
@@ -148,23 +148,12 @@ def score_on_ray(
         for index, (source, name) in enumerate(zip(sources, names, strict=True))
     }
     results: list[ScoredFile | None] = [None] * len(sources)
-    try:
-        while pending:
-            finished, _ = ray.wait(list(pending), num_returns=1)
-            for ref in finished:
-                index = pending.pop(ref)
-                try:
-                    found = ray.get(ref)
-                except Exception as exc:
-                    cause = getattr(exc, "cause", None) or exc
-                    message = getattr(cause, "message", None) or str(cause).strip().splitlines()[-1]
-                    raise UsageError(f"scoring {sources[index]} failed on the cluster: {message}") from None
-                results[index] = found
-                if on_done is not None:
-                    on_done(found, len(sources))
-    except BaseException:
-        from molen.compute.cluster import cancel
-
-        cancel(ray, list(pending))
-        raise
+    for index, found, error in completed(ray, pending):
+        if error is not None:
+            cause = getattr(error, "cause", None) or error
+            message = getattr(cause, "message", None) or str(cause).strip().splitlines()[-1]
+            raise UsageError(f"scoring {sources[index]} failed on the cluster: {message}")
+        results[index] = found
+        if on_done is not None:
+            on_done(found, len(sources))
     return [r for r in results if r is not None]

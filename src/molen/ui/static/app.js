@@ -361,12 +361,12 @@ function RunPage({ id }) {
           : html`<p class="muted">no data inputs recorded</p>`}
       </div>
     </div>
+    <h2>Metric charts</h2>
+    <${RunCharts} runIds=${[run.id]} keys=${keys.sort()} names=${{ [run.id]: run.name }} preloaded=${run.series} />
     <div class="grid2">
       <div><h2>Params</h2><table class="kv"><tbody>${Object.entries(run.params).map(([k, v]) => html`<tr><th>${k}</th><td class="mono">${v}</td></tr>`)}</tbody></table></div>
       <div><h2>Metrics (latest)</h2><table class="kv"><tbody>${Object.entries(run.metrics).map(([k, v]) => html`<tr><th>${k}</th><td>${fmtNumber(v)}</td></tr>`)}</tbody></table></div>
     </div>
-    <h2>Metric charts</h2>
-    <${RunCharts} runIds=${[run.id]} keys=${keys.sort()} names=${{ [run.id]: run.name }} preloaded=${run.series} />
     <h2>Tags</h2>
     <table class="kv"><tbody>${Object.entries(run.tags).map(([k, v]) => html`<tr><th>${k}</th><td>${v}</td></tr>`)}</tbody></table>
     <${TagForm} run=${run} onDone=${() => setVersion(version + 1)} />
