@@ -32,7 +32,7 @@ step() {
 step "ruff check" .venv/bin/ruff check "${code_dirs[@]}"
 step "ruff format --check" .venv/bin/ruff format --check "${code_dirs[@]}"
 step "mypy" .venv/bin/mypy
-step "pytest" .venv/bin/pytest -n 2 -q "$@"
+step "pytest" .venv/bin/pytest -n 2 --dist loadgroup -q "$@"
 
 echo
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -19,6 +19,8 @@ import pytest
 from test_pipeline import EVALUATE, PIPELINE, PREPARE
 
 ray = pytest.importorskip("ray")
+# one worker runs them all, so one Ray cluster is started (with pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ray")
 
 MOLEN = [sys.executable, "-m", "molen"]
 #: train.py of test_pipeline, but a max_depth of 0 fails (a trial that fails on the cluster)

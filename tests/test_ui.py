@@ -23,9 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "ui"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Chromium: scripts/bootstrap.sh --browser installs it"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="needs Chromium: scripts/bootstrap.sh --browser installs it"
+    ),
+    pytest.mark.xdist_group("ui"),  # one worker: one project, one browser (pytest --dist loadgroup)
+]
 
 
 @pytest.fixture(scope="module")
