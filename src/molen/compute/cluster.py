@@ -13,7 +13,8 @@ an ``s3://`` bucket (or a folder every worker mounts, written ``file:///…``) f
 
 Failures: a worker lost mid-trial is retried by Ray (``max_retries``); a trial whose pipeline
 fails is recorded FAILED by its own `molen repro` and the sweep goes on; Ctrl-C cancels the
-trials not finished (their `molen repro` gets SIGTERM, so their runs end KILLED).
+trials not finished (Ray interrupts each; a trial then terminates its `molen repro`) and ends
+the sweep's run KILLED.
 
 Credentials (database password, AWS keys) are never sent with the tasks: workers take them from
 their own environment, as on any cluster (Kubernetes secrets on KubeRay).
