@@ -1305,3 +1305,43 @@ def test_processes_creating_one_new_sqlite_store_at_once_all_succeed(tmp_path: P
         go.touch()
         for child in children:
             assert child.wait(timeout=120) == 0, child.stderr.read() if child.stderr else ""
+
+
+def test_a_page_sorted_by_one_metric_is_the_same_page_as_the_full_sort(store: SqlMetadataStore) -> None:
+    """search_runs reads a page sorted by one metric from the (key, value) index, then the
+    runs without the metric: every page must be the slice of the fully sorted list."""
+    import random
+
+    chooser = random.Random(7)
+    experiment = store.get_or_create_experiment("pages")
+    other = store.get_or_create_experiment("elsewhere")
+    for index in range(40):
+        run_id = make_run(
+            store, other.id if index % 9 == 0 else experiment.id, name=f"r{index}", start_time=index % 13
+        )
+        shape = chooser.random()
+        if shape < 0.6:
+            value = float(chooser.choice([1, 2, 2, 3, 5, 8]))  # ties, broken by start time then id
+            store.log_batch(run_id, metrics=[Metric("m", value, 0, 1)])
+        elif shape < 0.75:
+            store.log_batch(run_id, metrics=[Metric("m", math.nan, 0, 1)])  # NaN: with the missing
+        elif shape < 0.9:
+            store.log_batch(run_id, metrics=[Metric("other", 1.0, 0, 1)])
+        if index % 11 == 0:
+            store.set_lifecycle([run_id], "deleted")
+    for text in ("-metrics.m", "metrics.m"):
+        for ids in (None, [experiment.id]):
+            for where in (None, parse_filter("name != 'r3'")):
+                everything = [
+                    r.id for r in store.search_runs(where=where, experiment_ids=ids, sort=parse_sort(text))
+                ]
+                for limit, offset in ((5, 0), (7, 14), (10, 20), (50, 0), (3, 35), (4, 100)):
+                    page = store.search_runs(
+                        where=where, experiment_ids=ids, sort=parse_sort(text), limit=limit, offset=offset
+                    )
+                    assert [r.id for r in page] == everything[offset : offset + limit], (
+                        text,
+                        ids,
+                        limit,
+                        offset,
+                    )

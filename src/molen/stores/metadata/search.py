@@ -150,6 +150,40 @@ def runs_query(
     return RunQuery(sql, (*join_params, *params))
 
 
+def by_metric_queries(
+    where: Filter | None,
+    sort: SortKey,
+    *,
+    experiment_ids: Sequence[int] | None = None,
+    deleted: bool = False,
+) -> tuple[str, str, str, list[Any], list[Any]]:
+    """The runs ordered by one metric, in two parts a page can be read from without sorting
+    every run: (the runs with a value, in the order of the ``(key, value)`` index; how many
+    those are; the runs without one (or NaN), newest first), and the parameters of the first
+    two and of the third (each query then takes LIMIT and OFFSET). Same order as
+    :func:`runs_query`: values, then the missing ones, ties newest first, then by id."""
+    condition_params: list[Any] = []
+    condition = _where(where, experiment_ids, deleted, condition_params)
+    key = sort.field.name
+    direction = "DESC" if sort.descending else "ASC"
+    having = (
+        "FROM latest_metrics AS sort_0 JOIN runs ON runs.id = sort_0.run_id "
+        "JOIN experiments ON experiments.id = runs.experiment_id "
+        f'WHERE sort_0."key" = ? AND sort_0.value IS NOT NULL AND {condition}'
+    )
+    with_value = (
+        f"SELECT {RUN_COLUMNS} {having} "
+        f"ORDER BY sort_0.value {direction}, runs.start_time DESC, runs.id ASC LIMIT ? OFFSET ?"
+    )
+    counted = f"SELECT count(*) {having}"
+    without = (
+        f"SELECT {RUN_COLUMNS} FROM {_FROM} WHERE {condition} AND NOT EXISTS (SELECT 1 FROM "
+        'latest_metrics AS m WHERE m.run_id = runs.id AND m."key" = ? AND m.value IS NOT NULL) '
+        "ORDER BY runs.start_time DESC, runs.id ASC LIMIT ? OFFSET ?"
+    )
+    return with_value, counted, without, [key, *condition_params], [*condition_params, key]
+
+
 def count_query(
     where: Filter | None = None, *, experiment_ids: Sequence[int] | None = None, deleted: bool = False
 ) -> RunQuery:

@@ -500,10 +500,38 @@ class SqlMetadataStore:
         deleted: bool = False,
     ) -> list[RunRecord]:
         """Runs matching ``where``, sorted by ``sort`` then newest first."""
+        if limit is not None and len(sort) == 1 and sort[0].field.kind == "metrics":
+            return self._by_metric(where, sort[0], experiment_ids, limit, offset, deleted)
         query = runs_query(
             where, experiment_ids=experiment_ids, sort=sort, limit=limit, offset=offset, deleted=deleted
         )
         return self._records(query, full=False)
+
+    def _by_metric(
+        self,
+        where: Filter | None,
+        sort: SortKey,
+        experiment_ids: Sequence[int] | None,
+        limit: int,
+        offset: int,
+        deleted: bool,
+    ) -> list[RunRecord]:
+        """A page of runs sorted by one metric, read in the order of the ``(key, value)``
+        index (a page costs its own rows, not a sort of every run); the runs without the
+        metric follow, as :func:`runs_query` orders them."""
+        from molen.stores.metadata.search import by_metric_queries
+
+        with_value, counted, without, first, second = by_metric_queries(
+            where, sort, experiment_ids=experiment_ids, deleted=deleted
+        )
+        with self._read() as connection:
+            style = connection.dialect.paramstyle
+            rows = list(connection.exec_driver_sql(for_driver(with_value, style), (*first, limit, offset)))
+            if len(rows) < limit:
+                have = int(connection.exec_driver_sql(for_driver(counted, style), tuple(first)).scalar_one())
+                rest = (*second, limit - len(rows), max(0, offset - have))
+                rows += list(connection.exec_driver_sql(for_driver(without, style), rest))
+            return self._grouped_records(connection, rows, full=False)
 
     @translated
     def count_runs(
@@ -523,12 +551,15 @@ class SqlMetadataStore:
         with self._read() as connection:
             sql = for_driver(query.sql, connection.dialect.paramstyle)
             rows = connection.exec_driver_sql(sql, query.params).fetchall()
-            ids = [row[0] for row in rows]
-            params = _grouped(connection, t.params, ids)
-            tags = _grouped(connection, t.tags, ids)
-            metrics = _grouped(connection, t.latest_metrics, ids)
-            inputs = self._inputs(connection, ids) if full else {}
-            artifacts = self._artifacts(connection, ids) if full else {}
+            return self._grouped_records(connection, rows, full=full)
+
+    def _grouped_records(self, connection: Connection, rows: Sequence[Any], *, full: bool) -> list[RunRecord]:
+        ids = [row[0] for row in rows]
+        params = _grouped(connection, t.params, ids)
+        tags = _grouped(connection, t.tags, ids)
+        metrics = _grouped(connection, t.latest_metrics, ids)
+        inputs = self._inputs(connection, ids) if full else {}
+        artifacts = self._artifacts(connection, ids) if full else {}
         return records_of(rows, params, tags, metrics, inputs, artifacts)
 
     def _inputs(self, connection: Connection, ids: list[str]) -> dict[str, list[DataInput]]:
