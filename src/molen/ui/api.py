@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
+from molen.entities import json_number
 from molen.errors import InvalidValueError, NotFoundError
 
 if TYPE_CHECKING:
@@ -56,13 +57,7 @@ def _objects(request: Request) -> ObjectStore:
     return store
 
 
-def _number(value: float) -> float | str:
-    """A metric value JSON can carry (NaN and infinities as strings)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
+_number = json_number  # a metric value JSON can carry (NaN and infinities as strings)
 
 
 def _row(record: RunRecord) -> dict[str, Any]:
