@@ -474,3 +474,30 @@ def test_a_repro_killed_mid_stage_is_completed_by_the_next(project: Project) -> 
     import molen as api
 
     assert {r.status for r in api.search_runs()} == {"KILLED", "FINISHED"}  # the dead run is marked
+
+
+def test_sigterm_during_a_stage_ends_the_repro_run_killed(project: Project) -> None:
+    """The run starts in a stage's thread, where no signal handler can be set: repro sets it
+    from the main thread first, so SIGTERM (a cancelled cluster task, `kill`) ends it KILLED."""
+    import signal
+    import time
+
+    import molen as api
+
+    root = project.root
+    (root / "slow.py").write_text("import time\ntime.sleep(60)\n")
+    with open(project.config_path, "a") as config:
+        config.write("  slow:\n    cmd: python slow.py\n    deps: [slow.py]\n    outs: [never.txt]\n")
+    process = subprocess.Popen([*MOLEN, "repro", "slow"], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not api.search_runs("status = 'RUNNING'"):
+            assert time.monotonic() < deadline and process.poll() is None, "the repro's run did not start"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (run,) = api.search_runs("name = 'repro'")
+    assert run.status == "KILLED"

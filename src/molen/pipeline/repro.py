@@ -300,6 +300,9 @@ def repro(
     Returns what happened to each stage; a failed stage is reported there, not raised, so the
     caller can show everything that ran. Example: ``repro(session, pipeline, ["train"], jobs=2)``.
     """
+    from molen.tracking.runs import install_exit_handlers
+
+    install_exit_handlers()  # from this thread: the run starts in a stage's thread, SIGTERM must end it
     order = pipeline.order(targets, downstream=downstream)
     execution = _Execution(session, pipeline, force=force, dry=dry, echo=echo, options=options, remote=remote)
     pending = list(order)

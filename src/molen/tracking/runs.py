@@ -544,7 +544,7 @@ def start_run(
     )
     with _stack_lock:
         _stack.append(run)
-    _install_exit_handlers()
+    install_exit_handlers()
     return run
 
 
@@ -568,7 +568,7 @@ def _attach_to_pipeline_run(workspace: Workspace) -> ActiveRun | None:
     )
     with _stack_lock:
         _stack.append(run)
-    _install_exit_handlers()
+    install_exit_handlers()
     return run
 
 
@@ -628,17 +628,23 @@ _previous_sigterm: Any = None
 _previous_excepthook = sys.excepthook
 
 
-def _install_exit_handlers() -> None:
-    global _handlers_installed, _previous_sigterm, _previous_excepthook
-    if _handlers_installed:
-        return
-    _handlers_installed = True
-    import atexit
+_sigterm_installed = False
 
-    atexit.register(_end_all, RunStatus.FINISHED)
-    _previous_excepthook = sys.excepthook
-    sys.excepthook = _excepthook
-    if threading.current_thread() is threading.main_thread():
+
+def install_exit_handlers() -> None:
+    """End runs at exit, on an uncaught exception and on SIGTERM. A signal handler can only be
+    set from the main thread: a run started in another thread (a pipeline's stage) gets it when
+    the main thread calls this, which :func:`molen.pipeline.repro.repro` does before it starts."""
+    global _handlers_installed, _previous_sigterm, _previous_excepthook, _sigterm_installed
+    if not _handlers_installed:
+        _handlers_installed = True
+        import atexit
+
+        atexit.register(_end_all, RunStatus.FINISHED)
+        _previous_excepthook = sys.excepthook
+        sys.excepthook = _excepthook
+    if not _sigterm_installed and threading.current_thread() is threading.main_thread():
+        _sigterm_installed = True
         try:
             _previous_sigterm = signal.getsignal(signal.SIGTERM)
             if _previous_sigterm is not signal.SIG_IGN:
