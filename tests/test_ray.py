@@ -329,3 +329,52 @@ def test_a_stage_whose_worker_dies_is_retried(
         assert (root / "survived.txt").read_text() == "second attempt\n"
     finally:
         marker.unlink(missing_ok=True)
+
+
+def test_ctrl_c_cancels_the_sweep_and_its_runs_end_killed(
+    tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    import signal
+
+    from molen.project import init_project
+    from molen.query import parse_filter
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    root = tmp_path / "slow"
+    project = init_project(root)
+    (root / "slow.py").write_text(
+        "import time, pathlib\ntime.sleep(120)\npathlib.Path('out.txt').write_text('x')\n"
+    )
+    (root / "params.yaml").write_text("train:\n  lr: 0.5\n")
+    with open(project.config_path, "a") as config:
+        config.write("stages:\n  slow:\n    cmd: python slow.py\n    deps: [slow.py]\n")
+        config.write("    params: [train.lr]\n    outs: [out.txt]\n")
+    env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
+    driver = subprocess.Popen(
+        [*MOLEN, "exp", "run", "--grid", "train.lr=0.1,0.2,0.3", "--name", "doomed", "--executor", "ray"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    store = SqlMetadataStore(postgres_url)
+    try:
+        deadline = time.monotonic() + 120
+        while store.count_runs(where=parse_filter("status = 'RUNNING' and name != 'doomed'")) < 2:
+            assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()[0]
+            time.sleep(0.5)
+        driver.send_signal(signal.SIGINT)
+        output = driver.communicate(timeout=120)[0]
+        assert driver.returncode != 0, output
+        (sweep,) = store.search_runs(where=parse_filter("name = 'doomed'"))
+        assert sweep.status == "KILLED"
+        deadline = time.monotonic() + 60  # the cancelled trials' molen repro end their runs
+        while store.count_runs(where=parse_filter("status = 'RUNNING'")) > 0:
+            left = [(r.name, r.status) for r in store.search_runs()]
+            assert time.monotonic() < deadline, (
+                f"a trial's run is still RUNNING after Ctrl-C: {left}\n{output}"
+            )
+            time.sleep(0.5)
+        children = store.search_runs(where=parse_filter(f"parent_id = '{sweep.id}'"))
+        assert children and all(child.status == "KILLED" for child in children)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        store.close()

@@ -14,7 +14,7 @@ an ``s3://`` bucket (or a folder every worker mounts, written ``file:///…``) f
 Failures: a worker lost mid-trial is retried by Ray (``max_retries``); a trial whose pipeline
 fails is recorded FAILED by its own `molen repro` and the sweep goes on; Ctrl-C cancels the
 trials not finished (Ray interrupts each; a trial then terminates its `molen repro`) and ends
-the sweep's run KILLED.
+the sweep's run and its unfinished trials' runs KILLED.
 
 Credentials (database password, AWS keys) are never sent with the tasks: workers take them from
 their own environment, as on any cluster (Kubernetes secrets on KubeRay).

@@ -174,6 +174,7 @@ def _run_on_ray(
         results = cluster.run_trials(ray, trials, targets, resources=resources, on_done=done)
     except KeyboardInterrupt:
         if parent is not None:
+            _kill_children(session, parent.id)
             parent.end("KILLED")
         raise
     except BaseException:
@@ -187,6 +188,19 @@ def _run_on_ray(
     if parent is not None:
         parent.end("FINISHED" if all(e.ok for e in experiments) else "FAILED")
     return (parent.id if parent else None), experiments
+
+
+def _kill_children(session: DataSession, parent_id: str) -> None:
+    """End KILLED the runs of a cancelled sweep that are still RUNNING: a cancelled task's
+    processes may be gone before they could say so (Ray kills a worker's children with it)."""
+    import time
+
+    from molen.query import parse_filter
+
+    store = session.workspace.metadata
+    now = int(time.time() * 1000)
+    for child in store.search_runs(where=parse_filter(f"parent_id = '{parent_id}' and status = 'RUNNING'")):
+        store.end_run(child.id, "KILLED", now, only_if_running=True)
 
 
 def _run_here(
