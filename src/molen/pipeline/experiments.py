@@ -192,7 +192,7 @@ def _run_on_ray(
 
 def _kill_children(session: DataSession, parent_id: str) -> None:
     """End KILLED the runs of a cancelled sweep that are still RUNNING: a cancelled task's
-    processes may be gone before they could say so (Ray kills a worker's children with it)."""
+    processes can be gone before they end their runs themselves."""
     import time
 
     from molen.query import parse_filter
