@@ -75,17 +75,12 @@ def monitor(
     import dataclasses
 
     from molen.cli.render import console, print_json, status
-    from molen.config import project_config
     from molen.errors import InvalidValueError
-    from molen.monitor.alerts import act_on_alert, apply_rules
-    from molen.monitor.drift import DriftConfig
-    from molen.monitor.report import STATUS_CODES, parse_time, parse_window
-    from molen.monitor.report import monitor as run_monitor
-    from molen.serving.predlog import log_storage_options
+    from molen.monitor.alerts import act_on_alert
+    from molen.monitor.report import STATUS_CODES, drift_config_of, parse_time, parse_window, workspace_report
 
     workspace = open_workspace_of(ctx)
-    project = workspace.settings.project
-    config = DriftConfig.from_config(project_config(project)) if project is not None else DriftConfig()
+    config = drift_config_of(workspace)
     if preset is not None:
         config = dataclasses.replace(config, preset=preset.value, thresholds={})
     if drift_share is not None:
@@ -96,24 +91,20 @@ def monitor(
     baseline_end = parse_time(reference_until, "--reference-until") if reference_until else None
     if reference is Baseline.log and baseline_start is None and baseline_end is None:
         raise InvalidValueError("--reference log needs --reference-since (and optionally --reference-until)")
-    log_root = workspace.settings["serving.prediction_log"]
     with status(f"monitoring {model}") as step:
-        report = run_monitor(
+        report = workspace_report(
             model,
-            log_root=log_root,
-            workspace=workspace,
+            workspace,
+            drift=config,
             window=parse_window(window),
             since=window_start,
             until=window_end,
             every=parse_window(every, "--every") if every else None,
             reference_since=baseline_start,
             reference_until=baseline_end,
-            drift=config,
             all_versions=all_versions,
             progress=step,
-            storage_options=log_storage_options(log_root, workspace),
         )
-    apply_rules(report, workspace)
     if output is not None and format is ReportFormat.table:  # -o report.html: the name says the format
         format = ReportFormat.html if output.suffix.lower() in {".html", ".htm"} else ReportFormat.json
     if output is not None and format is not ReportFormat.table:

@@ -187,45 +187,32 @@ def _predict_on_ray(
     workspace: Any, model: str, source: str, output: str, chunk_size: int, log: bool, address: str | None
 ) -> None:
     from molen.cli.render import RichProgress, console
-    from molen.compute import cluster, scoring
-    from molen.config import project_config
-    from molen.errors import UsageError
-    from molen.serving.predlog import log_storage_options
+    from molen.compute.scoring import predict_on_ray
 
-    shared = cluster.require_shared_stores(workspace)
-    log_root = str(workspace.settings["serving.prediction_log"] or "")
-    if log and "://" not in log_root:
-        raise UsageError(
-            f"--log with --executor ray: the prediction log is the folder {log_root} on this machine; "
-            "set serving.prediction_log to s3://bucket/log (MOLEN_SERVING_PREDICTION_LOG)"
-        )
-    if log:
-        shared["MOLEN_SERVING_PREDICTION_LOG"] = log_root
-    if "://" not in output:
-        raise UsageError(
-            f"--output {output}: the workers write it; give a bucket prefix (s3://bucket/scored/)"
-        )
-    sources = scoring.partitions(source, log_storage_options(source, workspace))
-    project = workspace.settings.project
-    resources = cluster.resources_of(project_config(project) if project is not None else {})
-    ray = cluster.connect(address)
     bar = RichProgress()
-    bar.start(f"scoring {len(sources)} files on the cluster", len(sources))
+    shown = False
+
+    def start(files: int) -> None:
+        nonlocal shown
+        bar.start(f"scoring {files} files on the cluster", files)
+        shown = True
+
     started = time.perf_counter()
     try:
-        scored = scoring.score_on_ray(
-            ray,
+        scored = predict_on_ray(
             model,
-            sources,
+            workspace,
+            source,
             output,
             chunk_size=chunk_size,
-            env=shared,
             log=log,
-            resources=resources,
-            on_done=lambda _done, _total: bar.advance(1),
+            address=address,
+            on_start=start,
+            on_done=lambda _file: bar.advance(1),
         )
     finally:
-        bar.finish()
+        if shown:
+            bar.finish()
     seconds = time.perf_counter() - started
     rows = sum(s.rows for s in scored)
     version = scored[0].version if scored else None

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -187,13 +186,14 @@ _CHILD: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.starts
 def trial(archive: bytes, targets: list[str], env: dict[str, str]) -> dict[str, Any]:
     """What a worker does for one trial (the body of the Ray task): unpack, check the tracked
     data out, `molen repro`; the run id it recorded, whether it succeeded, and its output."""
+    from molen.pipeline.experiments import repro_process
+
     folder = Path(tempfile.mkdtemp(prefix="molen-trial-"))
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as unpacked:
             unpacked.extractall(folder, filter="data")
         project = folder / "project"
-        report = folder / "report.json"
-        environment = {**os.environ, **env, "MOLEN_REPRO_REPORT": str(report)}
+        environment = {**os.environ, **env}
         checkout = subprocess.run(
             [sys.executable, "-m", "molen", "data", "checkout"],
             cwd=project,
@@ -203,26 +203,8 @@ def trial(archive: bytes, targets: list[str], env: dict[str, str]) -> dict[str, 
         )
         if checkout.returncode != 0:
             return {"run_id": None, "ok": False, "output": checkout.stdout + checkout.stderr}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "molen", "repro", *targets],
-            cwd=project,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            **_CHILD,
-        )
-        try:
-            output, _ = process.communicate()
-        except BaseException:  # cancelled (Ctrl-C on the driver): the run ends KILLED
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            raise
-        outcome = json.loads(report.read_text()) if report.exists() else {}
-        return {"run_id": outcome.get("run_id"), "ok": process.returncode == 0, "output": output or ""}
+        run_id, ok, output = repro_process(project, targets, environment, **_CHILD)
+        return {"run_id": run_id, "ok": ok, "output": output}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from molen.errors import NotFoundError, UsageError
 
-__all__ = ["ScoredFile", "partitions", "score_on_ray", "score_partition"]
+if TYPE_CHECKING:
+    from molen.workspace import Workspace
+
+__all__ = ["ScoredFile", "partitions", "predict_on_ray", "score_partition"]
 
 
 class ScoredFile(NamedTuple):
@@ -122,38 +125,61 @@ def score_partition(
     return ScoredFile(source, target, rows, time.perf_counter() - started, model.version)
 
 
-def score_on_ray(
-    ray: Any,
+def predict_on_ray(
     uri: str,
-    sources: list[str],
+    workspace: Workspace,
+    source: str,
     output: str,
     *,
     chunk_size: int,
-    env: dict[str, str],
     log: bool,
-    resources: dict[str, Any],
-    on_done: Callable[[ScoredFile, int], None] | None = None,
+    address: str | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_done: Callable[[ScoredFile], None] | None = None,
 ) -> list[ScoredFile]:
-    """Score every file of ``sources`` as one Ray task each into the folder ``output``; Ctrl-C
-    cancels what is left. A failed file fails the job, with the worker's one-line error."""
-    from molen.compute.cluster import MAX_RETRIES, completed
+    """Score every Parquet file ``source`` names, one Ray task each, into the folder or prefix
+    ``output``, with the model ``uri`` of the workspace's shared stores; ``on_start(files)``
+    once they are listed, ``on_done(scored)`` as each finishes. Ctrl-C cancels what is left;
+    a file that fails fails the job, with the worker's one-line error."""
+    from molen.compute import cluster
+    from molen.config import project_config
+    from molen.serving.predlog import log_storage_options
 
-    names = [source.rstrip("/").rsplit("/", 1)[-1] for source in sources]
+    env = cluster.require_shared_stores(workspace)
+    log_root = str(workspace.settings["serving.prediction_log"] or "")
+    if log and "://" not in log_root:
+        raise UsageError(
+            f"--log with --executor ray: the prediction log is the folder {log_root} on this machine; "
+            "set serving.prediction_log to s3://bucket/log (MOLEN_SERVING_PREDICTION_LOG)"
+        )
+    if log:
+        env["MOLEN_SERVING_PREDICTION_LOG"] = log_root
+    if "://" not in output:
+        raise UsageError(
+            f"--output {output}: the workers write it; give a bucket prefix (s3://bucket/scored/)"
+        )
+    sources = partitions(source, log_storage_options(source, workspace))
+    names = [found.rstrip("/").rsplit("/", 1)[-1] for found in sources]
     if len(set(names)) != len(names):
         raise UsageError("--input: two files have the same name; the outputs are named after the inputs")
+    project = workspace.settings.project
+    resources = cluster.resources_of(project_config(project) if project is not None else {})
+    ray = cluster.connect(address)
+    if on_start is not None:
+        on_start(len(sources))
     folder = output.rstrip("/")
-    remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(score_partition)
+    remote = ray.remote(max_retries=cluster.MAX_RETRIES, retry_exceptions=False, **resources)(score_partition)
     pending = {
         remote.remote(uri, source, f"{folder}/{name}", chunk_size=chunk_size, env=env, log=log): index
         for index, (source, name) in enumerate(zip(sources, names, strict=True))
     }
     results: list[ScoredFile | None] = [None] * len(sources)
-    for index, found, error in completed(ray, pending):
+    for index, found, error in cluster.completed(ray, pending):
         if error is not None:
             cause = getattr(error, "cause", None) or error
             message = getattr(cause, "message", None) or str(cause).strip().splitlines()[-1]
             raise UsageError(f"scoring {sources[index]} failed on the cluster: {message}")
         results[index] = found
         if on_done is not None:
-            on_done(found, len(sources))
+            on_done(found)
     return [r for r in results if r is not None]

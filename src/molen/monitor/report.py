@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from molen.monitor.logquery import LogQuery
     from molen.workspace import Workspace
 
-__all__ = ["STATUS_CODES", "monitor", "parse_time", "parse_window"]
+__all__ = ["STATUS_CODES", "drift_config_of", "monitor", "parse_time", "parse_window", "workspace_report"]
 
 STATUS_CODES = {"ok": 0, "warning": 1, "alert": 2}
 #: A quality check fails when more than this share of the window's rows break it.
@@ -141,6 +141,37 @@ class _Model:
             return Calibration.fit(probabilities[:, 1], truth == classes[1], binary=True)
         answered = classes[probabilities.argmax(axis=1)]
         return Calibration.fit(probabilities.max(axis=1), answered == truth, binary=False)
+
+
+def drift_config_of(workspace: Workspace) -> DriftConfig:
+    """The drift settings of the workspace's project (``monitor.drift`` in molen.yaml)."""
+    from molen.config import project_config
+    from molen.monitor.drift import DriftConfig
+
+    project = workspace.settings.project
+    return DriftConfig.from_config(project_config(project)) if project is not None else DriftConfig()
+
+
+def workspace_report(
+    uri: str, workspace: Workspace, *, drift: DriftConfig | None = None, **options: Any
+) -> dict[str, Any]:
+    """:func:`monitor` over the workspace's prediction log (local or in object storage), with
+    its project's drift settings (unless ``drift``) and alert rules applied: what
+    ``molen monitor`` and the UI's monitoring page show. ``options`` are :func:`monitor`'s."""
+    from molen.monitor.alerts import apply_rules
+    from molen.serving.predlog import log_storage_options
+
+    log_root = workspace.settings["serving.prediction_log"]
+    report = monitor(
+        uri,
+        log_root=log_root,
+        workspace=workspace,
+        drift=drift or drift_config_of(workspace),
+        storage_options=log_storage_options(log_root, workspace),
+        **options,
+    )
+    apply_rules(report, workspace)
+    return report
 
 
 def _log_reference(query: LogQuery, features: list[str]) -> dict[str, Bins]:

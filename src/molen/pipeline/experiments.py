@@ -248,7 +248,6 @@ def _run_one(
     label: str,
 ) -> Experiment:
     with _working_copy(session, overrides) as copy:
-        report = copy / ".molen-report.json"
         settings = session.workspace.settings
         env = {
             **os.environ,
@@ -256,20 +255,40 @@ def _run_one(
             "MOLEN_OBJECTS_URL": str(settings["objects.url"]),
             OVERRIDES_ENV: _overrides_text(overrides),
             EXP_NAME_ENV: label,
-            REPORT_ENV: str(report),
         }
         if parent:
             env[PARENT_ENV] = parent
-        done = subprocess.run(
-            [sys.executable, "-m", "molen", "repro", *targets],
-            cwd=copy,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        outcome = json.loads(report.read_text()) if report.exists() else {}
-        return Experiment(overrides, outcome.get("run_id"), done.returncode == 0, done.stdout or "")
+        run_id, ok, output = repro_process(copy, targets, env)
+        return Experiment(overrides, run_id, ok, output)
+
+
+def repro_process(
+    folder: Path, targets: list[str], env: dict[str, str], **popen: Any
+) -> tuple[str | None, bool, str]:
+    """`molen repro TARGETS` in ``folder`` as a process with ``env``: the run it recorded,
+    whether every stage succeeded, what it printed. Interrupted (Ctrl-C, a cancelled task), it
+    terminates the process, whose exit handler ends the run KILLED."""
+    report = folder / ".molen-report.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "molen", "repro", *targets],
+        cwd=folder,
+        env={**env, REPORT_ENV: str(report)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+    try:
+        output, _ = process.communicate()
+    except BaseException:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    outcome = json.loads(report.read_text()) if report.exists() else {}
+    return outcome.get("run_id"), process.returncode == 0, output or ""
 
 
 def _copy_workspace(root: Path, copy: Path) -> None:

@@ -152,26 +152,9 @@ def monitor(request: Request, model: str, window: str = "1d") -> Response:
     ``format=html`` the report's own page, shown by the UI in a sandboxed frame."""
     import json
 
-    from molen.config import project_config
-    from molen.monitor.alerts import apply_rules
-    from molen.monitor.drift import DriftConfig
-    from molen.monitor.report import monitor as run_monitor
-    from molen.monitor.report import parse_window
-    from molen.serving.predlog import log_storage_options
+    from molen.monitor.report import parse_window, workspace_report
 
-    workspace = _workspace(request)
-    project = workspace.settings.project
-    config = DriftConfig.from_config(project_config(project)) if project is not None else DriftConfig()
-    log_root = workspace.settings["serving.prediction_log"]
-    report = run_monitor(
-        model,
-        log_root=log_root,
-        workspace=workspace,
-        window=parse_window(window, "window"),
-        drift=config,
-        storage_options=log_storage_options(log_root, workspace),
-    )
-    apply_rules(report, workspace)
+    report = workspace_report(model, _workspace(request), window=parse_window(window, "window"))
     if request.query_params.get("format") == "html":
         from molen.monitor.html import report_html
 
