@@ -31,6 +31,7 @@ from molen.errors import (
 from molen.hashing import DIGEST_LENGTH, hash_bytes, hash_file, is_digest
 from molen.stores.objects import ObjectStore, open_object_store
 from molen.stores.objects.local import LocalObjectStore
+from molen.stores.objects.packs import PACK_MIN_OBJECTS
 
 PREFIX = "prefix"
 PARALLEL_THRESHOLD = 8 << 20  # molen.hashing._PARALLEL_THRESHOLD
@@ -479,6 +480,21 @@ def test_a_batch_packs_small_objects_into_few_files(backend: Backend) -> None:
     assert dict(fresh.packed_bytes(objects)) == objects  # another client reads the same packs
 
 
+def test_a_batch_of_a_few_small_objects_stores_them_loose_in_a_remote_store(backend: Backend) -> None:
+    store = backend.store
+    objects = _many(PACK_MIN_OBJECTS - 1, seed=5)
+    with store.packing() as batch:
+        for blob in objects.values():
+            batch.add_bytes(blob)
+    packs = [key for key in backend.raw_keys() if key.startswith("packs/")]
+    if isinstance(backend, LocalBackend):  # reading a local pack costs nothing: packed as ever
+        assert len(packs) == 2 and set(store.packed()) == set(objects)
+    else:  # no pack and index for a run's two small outs: every reader lists the packs
+        assert packs == [] and store.packed() == {}
+        assert len(backend.raw_keys()) == len(objects)
+    assert all(store.get_bytes(digest) == blob for digest, blob in objects.items())
+
+
 def test_a_batch_left_by_an_error_keeps_what_was_stored(backend: Backend) -> None:
     store = backend.store
     objects = _many(20, seed=1)
@@ -512,10 +528,58 @@ def test_a_damaged_packed_object_is_named_and_a_loose_copy_repairs_it(backend: B
 def test_a_damaged_pack_index_is_refused_by_name(backend: Backend) -> None:
     store = backend.store
     with store.packing() as batch:
-        batch.add_bytes(b"one")
+        for blob in _many(PACK_MIN_OBJECTS, seed=4).values():
+            batch.add_bytes(blob)
     backend.damage_index()
     with pytest.raises(CorruptObjectError, match=r"pack index .*\.idx is damaged"):
         store.refresh()
+
+
+@pytest.mark.s3
+def test_a_remote_stores_pack_indexes_are_read_once_per_machine(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOLEN_PACK_INDEX_CACHE", str(tmp_path / "indexes"))
+    writer = S3Backend(s3_endpoint, s3_bucket).store
+    objects = {}
+    for seed in range(3):  # three commands, three packs
+        batch_objects = _many(10, seed=10 + seed)
+        with writer.packing() as batch:
+            for blob in batch_objects.values():
+                batch.add_bytes(blob)
+        objects.update(batch_objects)
+    reads: list[str] = []
+
+    def fresh() -> ObjectStore:
+        store = open_object_store(writer.url, s3_endpoint_url=s3_endpoint)
+        read = store._read_bytes
+
+        def counted(key: str) -> bytes:
+            reads.append(key)
+            return read(key)
+
+        store._read_bytes = counted  # type: ignore[method-assign]
+        return store
+
+    first = fresh()
+    assert set(first.packed()) == set(objects)
+    assert sum(key.endswith(".idx") for key in reads) == 3
+    reads.clear()
+    second = fresh()  # the next command on this machine: one listing, no index read again
+    assert set(second.packed()) == set(objects)
+    assert not [key for key in reads if key.endswith(".idx")]
+    assert all(second.get_bytes(digest) == blob for digest, blob in objects.items())
+
+    # a damaged copy in the cache is read again from the store, never trusted
+    (victim,) = list((tmp_path / "indexes").glob("*.idx"))[:1]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"?")
+    reads.clear()
+    assert set(fresh().packed()) == set(objects)
+    assert [key for key in reads if key.endswith(".idx")] == [f"packs/{victim.name}"]
+    # a pack rewritten by a gc is gone from the listing, so from the index, cached or not
+    keep = set(list(objects)[:5])
+    writer.rewrite_packs(keep)
+    assert set(fresh().packed()) == keep
 
 
 def test_rewriting_packs_keeps_exactly_what_is_referenced(backend: Backend) -> None:

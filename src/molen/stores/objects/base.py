@@ -33,11 +33,13 @@ from molen.errors import (
 from molen.hashing import hash_bytes, hash_file, is_digest
 from molen.stores.objects.packs import (
     PACK_MAX_OBJECT,
+    PACK_MIN_OBJECTS,
     PACK_TARGET,
     PACKS,
     PackLocation,
     PackWriter,
     decode_index,
+    pack_name,
 )
 
 __all__ = ["CHUNK_SIZE", "NAMED", "ObjectStore", "PackBatch", "changed_while_storing"]
@@ -238,19 +240,46 @@ class ObjectStore(ABC):
         return index
 
     def refresh(self) -> dict[str, PackLocation]:
-        """Re-read the pack indexes (another process may have added or removed packs)."""
+        """Re-read the pack indexes (another process may have added or removed packs).
+
+        One listing, then only the indexes this machine has not read before: a pack's name
+        is the hash of its index, so an index never changes and a remote store's are kept in
+        :func:`pack_index_cache` (a team's store gains packs with every run; reading them all
+        again made every command slower than the last)."""
+        names = [
+            key[len(PACKS) + 1 : -len(".idx")] for key in sorted(self._list(PACKS)) if key.endswith(".idx")
+        ]
+        cache = None if self._ranges_are_cheap else pack_index_cache()
+        indexes: dict[str, list[tuple[str, int, int]] | None] = {}
+        missing = []
+        for name in names:
+            records = _cached_index(cache, name) if cache is not None else None
+            if records is None:
+                missing.append(name)
+            indexes[name] = records
+        if missing:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(missing))) as pool:
+                for name, data in zip(missing, pool.map(self._read_index, missing), strict=True):
+                    if data is None:  # removed meanwhile by a gc
+                        continue
+                    indexes[name] = decode_index(data, f"{self.url}/{PACKS}/{name}.idx")
+                    if cache is not None:
+                        _keep_index(cache, name, data)
         index: dict[str, PackLocation] = {}
-        for key in sorted(self._list(PACKS)):
-            if key.endswith(".idx"):
-                name = key[len(PACKS) + 1 : -len(".idx")]
-                try:
-                    records = decode_index(self._read_bytes(key), f"{self.url}/{key}")
-                except FileNotFoundError:  # removed meanwhile by a gc
-                    continue
-                for digest, offset, length in records:
-                    index.setdefault(digest, (name, offset, length))
+        for name in names:
+            for digest, offset, length in indexes[name] or ():
+                index.setdefault(digest, (name, offset, length))
         self._pack_index = index
         return index
+
+    def _read_index(self, name: str) -> bytes | None:
+        """The bytes of pack ``name``'s index; None if a gc removed it meanwhile."""
+        try:
+            return self._read_bytes(f"{PACKS}/{name}.idx")
+        except FileNotFoundError:
+            return None
 
     def packs(self) -> dict[str, list[str]]:
         """Every pack and the digests it holds."""
@@ -502,9 +531,48 @@ class PackBatch:
             if writer is not None:
                 writer.discard()
             return
+        if len(writer.records) < PACK_MIN_OBJECTS and not self.repack and not self.store._ranges_are_cheap:
+            try:  # a few small objects in a remote store: loose, each written atomically
+                for digest, data in writer.contents():
+                    if not self.store._exists(self.store.key_of(digest)):
+                        self.store._write_bytes(self.store.key_of(digest), data)
+            finally:
+                writer.discard()
+            return
         try:
             self.store._install_pack(writer)
         finally:
             writer.path.unlink(missing_ok=True)
         if not self.repack:
             self._known = self.store.packed()
+
+
+def pack_index_cache() -> Path | None:
+    """This machine's folder of pack indexes read from remote stores
+    (``$XDG_CACHE_HOME/molen/pack-indexes``, ``MOLEN_PACK_INDEX_CACHE`` to move it, empty to
+    turn it off)."""
+    chosen = os.environ.get("MOLEN_PACK_INDEX_CACHE")
+    if chosen is not None:
+        return Path(chosen) if chosen else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "molen" / "pack-indexes"
+
+
+def _cached_index(cache: Path, name: str) -> list[tuple[str, int, int]] | None:
+    """The records of ``name`` kept in ``cache``; None when absent or damaged (read again)."""
+    try:
+        data = (cache / f"{name}.idx").read_bytes()
+    except OSError:
+        return None
+    if pack_name(data) != name:
+        return None
+    return decode_index(data, str(cache / f"{name}.idx"))
+
+
+def _keep_index(cache: Path, name: str, data: bytes) -> None:
+    """Keep ``name``'s index in ``cache`` (a cache that cannot be written is skipped)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache / f"{name}.idx", data)
+    except OSError:
+        pass

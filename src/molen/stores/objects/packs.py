@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import blake3
@@ -33,6 +33,9 @@ __all__ = [
 PACKS = "packs"
 PACK_MAX_OBJECT = 1 << 20  # objects up to 1 MiB are packed; larger ones stay loose files
 PACK_TARGET = 128 << 20  # a pack is closed once it holds this much
+#: a batch of fewer small objects stores them loose: a pack and its index for a run's two
+#: small outs would cost as many writes, and every reader of the store lists every pack
+PACK_MIN_OBJECTS = 8
 
 PackLocation = tuple[str, int, int]  # pack name, offset, length
 
@@ -98,6 +101,14 @@ class PackWriter:
         self._file.close()
         index = encode_index(self.records)
         return pack_name(index), index
+
+    def contents(self) -> Iterator[tuple[str, bytes]]:
+        """The objects appended so far, as ``(digest, bytes)``."""
+        self._file.flush()
+        with open(self.path, "rb") as handle:
+            for digest, offset, length in self.records:
+                handle.seek(offset)
+                yield digest, handle.read(length)
 
     def discard(self) -> None:
         if not self._file.closed:
