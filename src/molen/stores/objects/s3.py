@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +32,34 @@ _PART = 64 << 20  # files up to this size go in one PUT; larger ones in parts of
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
+_loader: Any = None
+_loader_lock = threading.Lock()
+
+
+def _session(**options: Any) -> Any:
+    """A new boto3 session (its own credentials, resolved from the environment now) sharing
+    this process's botocore loader, so S3's service description is read from disk once per
+    process instead of once per store (~80 ms each)."""
+    import boto3
+    import botocore.loaders
+    import botocore.session
+
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            _loader = botocore.loaders.create_loader()
+        core = botocore.session.Session()
+        core.register_component("data_loader", _loader)
+    return boto3.session.Session(botocore_session=core, **options)
+
+
+def warm() -> None:
+    """Read S3's service description now (a process that will fork workers calls this
+    before forking; no request is made and no credentials are read)."""
+    session = _session(aws_access_key_id="warm", aws_secret_access_key="warm", region_name="us-east-1")
+    session.client("s3", endpoint_url="http://127.0.0.1:9")
+
+
 class S3ObjectStore(ObjectStore):
     """Objects under ``s3://bucket/prefix/ab/cdef…``."""
 
@@ -40,7 +69,7 @@ class S3ObjectStore(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         try:
-            import boto3
+            import boto3  # noqa: F401  (the s3 extra is installed)
             from botocore.config import Config
         except ImportError:
             raise MissingDependencyError(
@@ -52,7 +81,7 @@ class S3ObjectStore(ObjectStore):
         }
         config = Config(retries=retries, max_pool_connections=32, connect_timeout=10)
         with self._translated():
-            self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+            self.client: Any = _session().client("s3", endpoint_url=endpoint_url, config=config)
 
     # -- errors ---------------------------------------------------------------------------------
 
