@@ -235,18 +235,22 @@ def pipeline_repro(
         from molen.errors import UsageError
 
         raise UsageError(f"--executor {executor!r}: use local or ray")
-    result = repro(
-        session,
-        pipeline,
-        stages or None,
-        force=force,
-        dry=dry,
-        downstream=downstream,
-        jobs=jobs,
-        echo=echo,
-        options=options,
-        remote=remote,
-    )
+    try:
+        result = repro(
+            session,
+            pipeline,
+            stages or None,
+            force=force,
+            dry=dry,
+            downstream=downstream,
+            jobs=jobs,
+            echo=echo,
+            options=options,
+            remote=remote,
+        )
+    finally:
+        if remote is not None:
+            remote.leave()
     if result.run_id:
         short = result.run_id[:12]
         print(_paint("2", f"recorded as run {short}: molen runs show {short}"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ __all__ = [
     "cancel",
     "completed",
     "connect",
+    "leave",
     "pack_project",
     "pack_tree",
     "require_shared_stores",
@@ -53,6 +55,7 @@ __all__ = [
     "run_stage",
     "run_trials",
     "trial",
+    "warm_up",
 ]
 
 #: Ray retries a trial whose worker died this many times (a failed pipeline is not retried).
@@ -142,13 +145,25 @@ def connect(address: str | None) -> Any:
             ray.init(address=chosen, logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UsageError(f"--executor ray: cannot join the Ray cluster at {chosen}: {exc}") from None
+        _joined.add(id(ray))
     return ray
 
 
-def pack_project(copy: Path, session: DataSession) -> bytes:
-    """The working copy ``copy`` as a gzipped tar, without the tracked data (workers check it
-    out of the shared object store; its pointer files travel)."""
-    return pack_tree(copy, session)
+_joined: set[int] = set()
+
+
+def leave(ray: Any) -> None:
+    """Leave the cluster if :func:`connect` joined it (a caller's own Ray session is left
+    alone): done here, it takes ~0.3 s; left to Ray's exit handler, ~0.9 s more."""
+    if id(ray) in _joined:
+        _joined.discard(id(ray))
+        ray.shutdown()
+
+
+def pack_project(root: Path, session: DataSession) -> bytes:
+    """The project's files under ``root`` as a gzipped tar, without the tracked data (workers
+    check it out of the shared object store; its pointer files travel)."""
+    return pack_tree(root, session)
 
 
 def pack_tree(root: Path, session: DataSession, *, exclude: set[str] | frozenset[str] = frozenset()) -> bytes:
@@ -183,45 +198,65 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 _CHILD: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
 
 
-def trial(archive: bytes, targets: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """What a worker does for one trial (the body of the Ray task): unpack, check the tracked
-    data out, `molen repro`; the run id it recorded, whether it succeeded, and its output."""
-    from molen.pipeline.experiments import repro_process
+def trial(
+    archive: bytes, overrides: dict[str, Any], targets: list[str], env: dict[str, str]
+) -> dict[str, Any]:
+    """What a worker does for one trial (the body of the Ray task): unpack the project, set
+    the trial's params, then `molen data checkout` and `molen repro` in a process forked by the
+    worker's zygote (see :mod:`molen.compute.zygote`); the run id it recorded, whether it
+    succeeded, and its output."""
+    from molen.compute.zygote import run_trial
+    from molen.pipeline.experiments import apply_params
 
     folder = Path(tempfile.mkdtemp(prefix="molen-trial-"))
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as unpacked:
             unpacked.extractall(folder, filter="data")
         project = folder / "project"
-        environment = {**os.environ, **env}
-        checkout = subprocess.run(
-            [sys.executable, "-m", "molen", "data", "checkout"],
-            cwd=project,
-            env=environment,
-            capture_output=True,
-            text=True,
-        )
-        if checkout.returncode != 0:
-            return {"run_id": None, "ok": False, "output": checkout.stdout + checkout.stderr}
-        run_id, ok, output = repro_process(project, targets, environment, **_CHILD)
-        return {"run_id": run_id, "ok": ok, "output": output}
+        apply_params(project, overrides)
+        code, output = run_trial(project, targets, env)
+        report = project / ".molen-report.json"
+        outcome = json.loads(report.read_text()) if report.exists() else {}
+        return {"run_id": outcome.get("run_id"), "ok": code == 0, "output": output}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _warm() -> None:
+    """A warm-up task: this worker is started and its zygote is starting."""
+    from molen.compute.zygote import start
+
+    start()
+
+
+def warm_up(ray: Any, resources: dict[str, Any], trials: int) -> None:
+    """Start, now, as many workers as will run trials at once (and their zygotes), so they
+    are ready when the trials are submitted; nothing waits for these tasks."""
+    per_trial = float(resources.get("num_cpus", 1) or 1)
+    slots = int(ray.cluster_resources().get("CPU", 0) // per_trial) if per_trial else trials
+    remote = ray.remote(max_retries=0, **resources)(_warm)
+    for _ in range(max(1, min(trials, slots))):
+        remote.remote()
+
+
 def run_trials(
     ray: Any,
-    trials: list[tuple[bytes, dict[str, str]]],
+    archive: Any,
+    trials: list[tuple[dict[str, Any], dict[str, str]]],
     targets: list[str],
     *,
     resources: dict[str, Any],
     on_done: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every ``(archive, env)`` trial as a Ray task with ``resources`` (num_cpus, memory,
-    num_gpus) and return their results in order; ``on_done(index, result)`` as each finishes.
-    Ctrl-C cancels the trials still running or waiting."""
+    """Run every ``(overrides, env)`` trial of the project ``archive`` (a Ray object of
+    :func:`pack_project`) as a Ray task with ``resources`` (num_cpus, memory, num_gpus) and
+    return their results in order; ``on_done(index, result)`` as each finishes. Ctrl-C
+    cancels the trials still running or waiting."""
     remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(trial)
-    pending = {remote.remote(archive, targets, env): index for index, (archive, env) in enumerate(trials)}
+    pending = {
+        remote.remote(archive, overrides, targets, env): index
+        for index, (overrides, env) in enumerate(trials)
+    }
     results: list[dict[str, Any] | None] = [None] * len(trials)
     for index, found, error in completed(ray, pending):
         if error is not None:  # the worker died more than MAX_RETRIES times
@@ -326,6 +361,10 @@ class RayStages:
         self.resources = {name: resources_of(config, "stages", name) for name in pipeline.stages}
         products = {path for stage in pipeline.stages.values() for path in stage.products}
         self.archive = ray.put(pack_tree(session.project.root, session, exclude=products))
+
+    def leave(self) -> None:
+        """Leave the cluster (see :func:`leave`)."""
+        leave(self.ray)
 
     def run(self, stage: Any, deps: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
         """Run ``stage`` on the cluster; its products' pointers (path → Pointer)."""

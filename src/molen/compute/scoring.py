@@ -165,21 +165,25 @@ def predict_on_ray(
     project = workspace.settings.project
     resources = cluster.resources_of(project_config(project) if project is not None else {})
     ray = cluster.connect(address)
-    if on_start is not None:
-        on_start(len(sources))
-    folder = output.rstrip("/")
-    remote = ray.remote(max_retries=cluster.MAX_RETRIES, retry_exceptions=False, **resources)(score_partition)
-    pending = {
-        remote.remote(uri, source, f"{folder}/{name}", chunk_size=chunk_size, env=env, log=log): index
-        for index, (source, name) in enumerate(zip(sources, names, strict=True))
-    }
-    results: list[ScoredFile | None] = [None] * len(sources)
-    for index, found, error in cluster.completed(ray, pending):
-        if error is not None:
-            cause = getattr(error, "cause", None) or error
-            message = getattr(cause, "message", None) or str(cause).strip().splitlines()[-1]
-            raise UsageError(f"scoring {sources[index]} failed on the cluster: {message}")
-        results[index] = found
-        if on_done is not None:
-            on_done(found)
-    return [r for r in results if r is not None]
+    try:
+        if on_start is not None:
+            on_start(len(sources))
+        folder = output.rstrip("/")
+        options = {"max_retries": cluster.MAX_RETRIES, "retry_exceptions": False, **resources}
+        remote = ray.remote(**options)(score_partition)
+        pending = {
+            remote.remote(uri, source, f"{folder}/{name}", chunk_size=chunk_size, env=env, log=log): index
+            for index, (source, name) in enumerate(zip(sources, names, strict=True))
+        }
+        results: list[ScoredFile | None] = [None] * len(sources)
+        for index, found, error in cluster.completed(ray, pending):
+            if error is not None:
+                cause = getattr(error, "cause", None) or error
+                message = getattr(cause, "message", None) or str(cause).strip().splitlines()[-1]
+                raise UsageError(f"scoring {sources[index]} failed on the cluster: {message}")
+            results[index] = found
+            if on_done is not None:
+                on_done(found)
+        return [r for r in results if r is not None]
+    finally:
+        cluster.leave(ray)

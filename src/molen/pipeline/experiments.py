@@ -30,7 +30,16 @@ from molen.pipeline.lock import LOCK_NAME, StageRecord
 from molen.pipeline.repro import EXP_NAME_ENV, OVERRIDES_ENV, PARENT_ENV, Echo
 from molen.pipeline.spec import PARAMS_FILE
 
-__all__ = ["Experiment", "apply_experiment", "grid", "parse_overrides", "run_experiments", "sample"]
+__all__ = [
+    "Experiment",
+    "apply_experiment",
+    "apply_params",
+    "check_params",
+    "grid",
+    "parse_overrides",
+    "run_experiments",
+    "sample",
+]
 
 REPORT_ENV = "MOLEN_REPRO_REPORT"
 
@@ -149,45 +158,50 @@ def _run_on_ray(
 
     shared = cluster.require_shared_stores(session.workspace)  # before anything is started
     resources = cluster.resources_of(project_config(session.project))
+    check_params(session.project.root, variants)
     ray = cluster.connect(ray_address)
-    trials = []
-    labels = [
-        name if len(variants) == 1 and name else f"{name or 'exp'}-{i + 1}" for i in range(len(variants))
-    ]
-    for overrides, label in zip(variants, labels, strict=True):
-        with _working_copy(session, overrides) as copy:
-            archive = cluster.pack_project(copy, session)
-        trials.append((archive, {**shared, OVERRIDES_ENV: _overrides_text(overrides), EXP_NAME_ENV: label}))
-    parent = None
-    if len(variants) > 1:
-        parent = start_run(name=name or "sweep", workspace=session.workspace)
-        parent.set_tag("molen.exp.sweep", str(len(variants)))
-        parent.set_tag("molen.exp.executor", "ray")
-        for _, env in trials:
-            env[PARENT_ENV] = parent.id
-
-    def done(index: int, result: dict[str, Any]) -> None:
-        if on_trial is not None:
-            on_trial(index, Experiment(variants[index], result["run_id"], result["ok"], result["output"]))
-
     try:
-        results = cluster.run_trials(ray, trials, targets, resources=resources, on_done=done)
-    except KeyboardInterrupt:
+        cluster.warm_up(ray, resources, len(variants))  # workers start while the project is packed
+        archive = ray.put(cluster.pack_project(session.project.root, session))  # once, for every trial
+        labels = [
+            name if len(variants) == 1 and name else f"{name or 'exp'}-{i + 1}" for i in range(len(variants))
+        ]
+        trials = [
+            (overrides, {**shared, OVERRIDES_ENV: _overrides_text(overrides), EXP_NAME_ENV: label})
+            for overrides, label in zip(variants, labels, strict=True)
+        ]
+        parent = None
+        if len(variants) > 1:
+            parent = start_run(name=name or "sweep", workspace=session.workspace)
+            parent.set_tag("molen.exp.sweep", str(len(variants)))
+            parent.set_tag("molen.exp.executor", "ray")
+            for _, env in trials:
+                env[PARENT_ENV] = parent.id
+
+        def done(index: int, result: dict[str, Any]) -> None:
+            if on_trial is not None:
+                on_trial(index, Experiment(variants[index], result["run_id"], result["ok"], result["output"]))
+
+        try:
+            results = cluster.run_trials(ray, archive, trials, targets, resources=resources, on_done=done)
+        except KeyboardInterrupt:
+            if parent is not None:
+                _kill_children(session, parent.id)
+                parent.end("KILLED")
+            raise
+        except BaseException:
+            if parent is not None:
+                parent.end("FAILED")
+            raise
+        experiments = [
+            Experiment(overrides, r["run_id"], r["ok"], r["output"])
+            for overrides, r in zip(variants, results, strict=True)
+        ]
         if parent is not None:
-            _kill_children(session, parent.id)
-            parent.end("KILLED")
-        raise
-    except BaseException:
-        if parent is not None:
-            parent.end("FAILED")
-        raise
-    experiments = [
-        Experiment(overrides, r["run_id"], r["ok"], r["output"])
-        for overrides, r in zip(variants, results, strict=True)
-    ]
-    if parent is not None:
-        parent.end("FINISHED" if all(e.ok for e in experiments) else "FAILED")
-    return (parent.id if parent else None), experiments
+            parent.end("FINISHED" if all(e.ok for e in experiments) else "FAILED")
+        return (parent.id if parent else None), experiments
+    finally:
+        cluster.leave(ray)
 
 
 def _kill_children(session: DataSession, parent_id: str) -> None:
@@ -230,7 +244,7 @@ def _working_copy(session: DataSession, overrides: dict[str, Any]) -> Iterator[P
     copy = session.project.state_dir / "exps" / uuid.uuid4().hex[:12]
     try:
         _copy_workspace(session.project.root, copy)
-        _apply_params(copy, overrides)
+        apply_params(copy, overrides)
         yield copy
     finally:
         shutil.rmtree(copy, ignore_errors=True)
@@ -300,7 +314,28 @@ def _copy_workspace(root: Path, copy: Path) -> None:
     shutil.copytree(root, copy, ignore=skip, symlinks=True)
 
 
-def _apply_params(root: Path, overrides: dict[str, Any]) -> None:
+def check_params(root: Path, variants: list[dict[str, Any]]) -> None:
+    """Refuse, before anything runs, overrides that :func:`apply_params` would refuse: each
+    variant is applied to a scratch copy of the params files it changes."""
+    import tempfile
+
+    files = {_params_file_of(name) for overrides in variants for name in overrides}
+    with tempfile.TemporaryDirectory(prefix="molen-params-") as scratch:
+        for overrides in variants:
+            for file in files:
+                source, copy = root / file, Path(scratch) / file
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                if source.exists():
+                    shutil.copyfile(source, copy)
+            apply_params(Path(scratch), overrides)
+
+
+def _params_file_of(name: str) -> str:
+    file, sep, _ = name.partition(":")
+    return file if sep else PARAMS_FILE
+
+
+def apply_params(root: Path, overrides: dict[str, Any]) -> None:
     """Write ``overrides`` into the params files under ``root`` (keys must exist already)."""
     by_file: dict[str, dict[str, Any]] = {}
     for name, value in overrides.items():
@@ -367,7 +402,7 @@ def apply_experiment(session: DataSession, run_id: str) -> list[str]:
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     params = {name: value for stage in records.values() for name, value in stage.params.items()}
-    _apply_params(root, params)
+    apply_params(root, params)
     for stage in records.values():
         for path, pointer in stage.outs.items():
             session.materialize(path, pointer)

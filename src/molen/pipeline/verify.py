@@ -55,7 +55,7 @@ def verify_run(
     """Rebuild pipeline run ``run_id`` from its commit, params and data versions and compare
     outs (exactly) and metrics (within the relative ``tolerance``)."""
     from molen.config import project_config
-    from molen.pipeline.experiments import _apply_params
+    from molen.pipeline.experiments import apply_params
     from molen.pipeline.spec import load_pipeline
     from molen.tracking.reading import get_run
     from molen.workspace import open_workspace
@@ -79,7 +79,7 @@ def verify_run(
                 _git(tree, "apply", "--whitespace=nowarn", str(diff))
         (tree / LOCK_NAME).write_bytes(session.cache.get_bytes(artifacts[LOCK_NAME].digest))
         recorded: dict[str, StageRecord] = read_lock(tree)
-        _apply_params(
+        apply_params(
             tree, {name: value for stage in recorded.values() for name, value in stage.params.items()}
         )
         settings = session.workspace.settings

@@ -1,0 +1,236 @@
+"""Trials without an interpreter start each: a warm process per Ray worker that forks them.
+
+A trial of a sweep on Ray (see :mod:`molen.compute.cluster`) is `molen data checkout` and then
+`molen repro` in an unpacked working copy. As two fresh processes, each trial paid two
+interpreter starts and molen's imports (SQLAlchemy, boto3, …): ~1.5 CPU-seconds, as much as a
+small training. The trial still needs a process of its own: its environment and folder are its
+own, it ends its run KILLED on SIGTERM (molen's exit handlers), and it must die with the worker
+that started it.
+
+So each Ray worker starts, once, a *zygote*: ``python -m molen.compute.zygote``, which imports
+what a trial needs and then waits on its stdin. For each trial the worker writes one JSON line
+(folder, targets, environment, log file); the zygote forks a child (single-threaded, so forking
+is safe, unlike forking the Ray worker itself with its gRPC threads), answers the child's pid,
+waits for it and answers its exit status. The child redirects its output to the log file, takes
+the trial's environment and folder, and runs the same two commands in-process
+(:func:`molen.cli.main`), so a trial records exactly what the commands record.
+
+Lifetimes: the zygote gets SIGTERM when its worker dies, and each child when the zygote dies
+(``PR_SET_PDEATHSIG``), so a killed worker takes its trial down (its run ends KILLED) before Ray
+retries the task elsewhere. A cancelled task (Ctrl-C on the driver) sends SIGTERM to its child
+and waits for it to end its run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["Zygote", "run_trial", "start"]
+
+#: how long a cancelled trial gets to end its run after SIGTERM
+STOP_WAIT = 30.0
+
+
+def _die_with_parent() -> None:
+    """Get SIGTERM when the parent process dies (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Zygote:
+    """The worker's side: one zygote process, started on first use and again if it died."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+
+    def _ready(self) -> subprocess.Popen[str]:
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "molen.compute.zygote"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        return self.process
+
+    def run(self, folder: Path, targets: list[str], env: dict[str, str]) -> tuple[int, str]:
+        """Run the trial in ``folder`` with ``env`` added to this process's environment: its
+        exit status (0: every stage ran) and what it printed. Interrupted (a cancelled task),
+        it stops the trial with SIGTERM and waits for its run to end."""
+        process = self._ready()
+        assert process.stdin is not None and process.stdout is not None
+        log = folder.parent / "trial.log"
+        request = {"folder": str(folder), "targets": targets, "env": {**os.environ, **env}, "log": str(log)}
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+        started = _answer(process.stdout)
+        pid = int(started["pid"])
+        try:
+            code = int(_answer(process.stdout)["status"])
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)  # the trial and its running stage
+            self._await_stop(process, pid)
+            raise
+        return code, log.read_text(errors="replace") if log.exists() else ""
+
+    def _await_stop(self, process: subprocess.Popen[str], pid: int) -> None:
+        """After SIGTERM: the child's exit status line, or kill the zygote and the child."""
+        import threading
+
+        assert process.stdout is not None
+        stream = process.stdout
+        finished = threading.Event()
+
+        def read() -> None:
+            stream.readline()
+            finished.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not finished.wait(STOP_WAIT):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            process.kill()
+            self.process = None
+
+
+def _answer(stream: IO[str]) -> dict[str, Any]:
+    line = stream.readline()
+    if not line:
+        raise RuntimeError("the trial's zygote process ended unexpectedly")
+    answer: dict[str, Any] = json.loads(line)
+    return answer
+
+
+_ZYGOTE = Zygote()
+
+
+def start() -> None:
+    """Start this worker's zygote now (a warm-up before the trials arrive)."""
+    _ZYGOTE._ready()
+
+
+def run_trial(folder: Path, targets: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run one trial through this worker's zygote (see :meth:`Zygote.run`)."""
+    return _ZYGOTE.run(folder, targets, env)
+
+
+# -- the zygote process ---------------------------------------------------------------------------
+
+#: imported once by the zygote, before any fork (what `molen data checkout` and `molen repro` use)
+PRELOAD = (
+    "molen.cli",
+    "molen.cli.quick",
+    "molen.cli.render",
+    "molen.data.tracked",
+    "molen.pipeline.experiments",
+    "molen.pipeline.repro",
+    "molen.pipeline.spec",
+    "molen.tracking.runs",
+    "molen.tracking.recorder",
+    "molen.stores.metadata.sql",
+    "molen.stores.objects.s3",
+    "molen.envlock",
+    "sqlalchemy.dialects.postgresql.psycopg",
+    "psycopg",
+    "boto3",
+    "botocore.session",
+    "s3transfer.manager",
+    "yaml",
+)
+
+
+def _child(request: dict[str, Any]) -> int:
+    """In the forked child: the trial, as `molen data checkout && molen repro TARGETS`."""
+    from molen.cli import main
+    from molen.pipeline.experiments import REPORT_ENV
+
+    nothing = os.open(os.devnull, os.O_RDONLY)  # stdin is the zygote's requests: not the stages'
+    os.dup2(nothing, 0)
+    os.close(nothing)
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ[REPORT_ENV] = str(Path(request["folder"]) / ".molen-report.json")
+    os.chdir(request["folder"])
+    for command in (["data", "checkout"], ["repro", *request["targets"]]):
+        try:
+            main(command)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if code != 0:
+                return code
+    return 0
+
+
+def _serve() -> None:  # pragma: no cover - runs as the zygote process (tested through Ray)
+    import importlib
+
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    with contextlib.suppress(Exception):  # S3's service description, read once for every trial
+        from molen.stores.objects.s3 import warm
+
+        warm()
+    from molen.tracking.capture import package_snapshot
+
+    package_snapshot()  # the installed packages, listed once for every trial's run
+    current: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        """The worker died (or asked): take the running trial and its stages down too."""
+        for pid in current:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _die_with_parent()
+                os.setpgid(0, 0)  # a group of its own: the trial and its stages stop together
+                code = _child(request)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                import atexit
+
+                atexit._run_exitfuncs()  # a run still open ends here, as at any process's exit
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        current[:] = [pid]
+        with contextlib.suppress(PermissionError, ProcessLookupError):
+            os.setpgid(pid, pid)  # also from this side, so a kill right after the answer finds the group
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        current.clear()
+        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _serve()
