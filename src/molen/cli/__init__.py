@@ -8,8 +8,20 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the ``molen`` command; a :class:`~molen.errors.MolenError` becomes one red line."""
-    args = sys.argv[1:] if argv is None else argv
+    """Run the ``molen`` command; a :class:`~molen.errors.MolenError` becomes one red line.
+    Without ``argv`` (the process's command line), the process is about to exit after it."""
+    try:
+        _run(sys.argv[1:] if argv is None else argv)
+    finally:
+        if argv is None:
+            import gc
+
+            # the interpreter's last collections walk everything loaded (~0.5 s once Ray,
+            # SQLAlchemy and boto3 are): frozen, it exits at once
+            gc.freeze()
+
+
+def _run(args: list[str]) -> None:
     if args in (["--version"], ["-V"]):
         # answered before the command tree is built: the fastest path people time
         from molen._version import __version__

@@ -79,7 +79,6 @@ class DataSession:
             raise UsageError("molen data needs a project: run `molen init` first")
         self.project: Project = project
         self.workspace = workspace
-        self.cache: ObjectStore = workspace.objects
         self.jobs = int(workspace.settings["data.jobs"])
         # local file work is mostly Python between short system calls: threads mostly fight
         # over the interpreter lock (measured on 2 cores: 1 thread beat 2 and 4 for add and
@@ -89,6 +88,11 @@ class DataSession:
         self.lock_timeout = float(workspace.settings["data.lock_timeout"])
         self.state = StateCache(project.state_dir / "state.db")
         self._device: int | None = None
+
+    @property
+    def cache(self) -> ObjectStore:
+        """The project's object store, opened on first use (once per process)."""
+        return self.workspace.objects
 
     @classmethod
     def current(cls) -> DataSession:
