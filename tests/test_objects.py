@@ -495,6 +495,80 @@ def test_a_batch_of_a_few_small_objects_stores_them_loose_in_a_remote_store(back
     assert all(store.get_bytes(digest) == blob for digest, blob in objects.items())
 
 
+@pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.s3), pytest.param("fsspec")])
+def remote(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "fsspec":
+        import uuid
+
+        return FsspecBackend(f"molen-{uuid.uuid4().hex[:12]}")
+    return S3Backend(request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket"))
+
+
+def _counting(store: ObjectStore) -> list[str]:
+    """The requests ``store`` makes from now on, by primitive."""
+    made: list[str] = []
+    for name in ("_exists", "_read_bytes", "_write_bytes", "_write_file", "_fetch_file", "_list", "_keys"):
+        method = getattr(store, name)
+
+        def counted(*args: Any, __method: Any = method, __name: str = name, **kwargs: Any) -> Any:
+            made.append(__name)
+            return __method(*args, **kwargs)
+
+        setattr(store, name, counted)
+    return made
+
+
+def _fresh(backend: Backend) -> ObjectStore:
+    """Another client of the same store (its own, empty view of the packs)."""
+    return open_object_store(backend.store.url, s3_endpoint_url=getattr(backend, "endpoint", None))
+
+
+def test_a_remote_store_answers_one_by_one_requests_without_listing_its_packs(
+    remote: Backend, tmp_path: Path
+) -> None:
+    packed = _many(PACK_MIN_OBJECTS + 4, seed=6)
+    with remote.store.packing() as batch:
+        for blob in packed.values():
+            batch.add_bytes(blob)
+    model = os.urandom(2 << 20)
+    big = remote.store.put_bytes(model)
+
+    store = _fresh(remote)  # a new process: what a run's outs and a checkout cost
+    made = _counting(store)
+    small = store.put_bytes(b"metrics of one run")
+    assert made == ["_write_bytes"]  # one PUT: the same bytes again under their hash are harmless
+    made.clear()
+    assert store.put_bytes(model) == big and made == ["_exists"]  # a large one is asked for first
+    made.clear()
+    assert store.get_bytes(small) == b"metrics of one run" and store.exists(big)
+    store.get_file(big, tmp_path / "model.bin")
+    assert (tmp_path / "model.bin").read_bytes() == model
+    assert "_list" not in made  # loose objects: no listing of every pack
+    # a packed object is still found: the index is read once, when a loose key is missing
+    victim, blob = next(iter(packed.items()))
+    assert store.get_bytes(victim) == blob and store.exists(victim)
+    store.get_file(victim, tmp_path / "packed.bin")
+    assert (tmp_path / "packed.bin").read_bytes() == blob
+    assert made.count("_list") == 1
+
+
+def test_a_batch_in_a_fresh_client_packs_nothing_already_packed(remote: Backend) -> None:
+    objects = _many(PACK_MIN_OBJECTS * 2, seed=7)
+    with remote.store.packing() as batch:
+        for blob in objects.values():
+            batch.add_bytes(blob)
+    packs = [key for key in remote.raw_keys() if key.endswith(".pack")]
+    store = _fresh(remote)
+    again = store.packing()
+    with again:
+        for blob in objects.values():
+            again.add_bytes(blob)
+        again.add_bytes(b"one more, " * 3)
+    assert again.stored == 1
+    assert [key for key in remote.raw_keys() if key.endswith(".pack")] == packs  # no second copy
+    assert store.get_bytes(b3(b"one more, " * 3)) == b"one more, " * 3
+
+
 def test_a_batch_left_by_an_error_keeps_what_was_stored(backend: Backend) -> None:
     store = backend.store
     objects = _many(20, seed=1)

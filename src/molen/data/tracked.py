@@ -562,9 +562,10 @@ class DataSession:
         returns the new file's signature for the state cache."""
         cache = self.cache
         if not isinstance(cache, LocalObjectStore):
-            if not cache.exists(digest):
-                raise self._not_cached(digest, relative)
-            cache.get_file(digest, target, verify=True)
+            try:
+                cache.get_file(digest, target, verify=True)
+            except NotFoundError:
+                raise self._not_cached(digest, relative) from None
             return signature(os.stat(target))
         if digest in cache.packed():  # a small file: written from its pack, a private copy
             return _write_private(target, cache.get_bytes(digest))

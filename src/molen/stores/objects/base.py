@@ -119,17 +119,37 @@ class ObjectStore(ABC):
             raise InvalidValueError(f"{digest!r} is not a molen content hash (64 hex characters)")
         return f"{digest[:2]}/{digest[2:]}"
 
+    def _index_first(self) -> bool:
+        """Whether to look in the pack index before asking for the loose key: always in a
+        local store (free), in a remote one once the index is loaded. Until then one request
+        for the key beats listing every pack, and what is asked for one by one (a model, a
+        data file, a run's outs) is mostly loose."""
+        return self._ranges_are_cheap or self._pack_index is not None
+
+    def _known_packed(self) -> dict[str, PackLocation]:
+        """The pack index if reading it costs nothing now, else nothing."""
+        return self.packed() if self._index_first() else {}
+
     def exists(self, digest: str) -> bool:
         """Whether the object ``digest`` is stored."""
         key = self.key_of(digest)
-        return digest in self.packed() or self._exists(key)
+        if self._index_first():
+            return digest in self.packed() or self._exists(key)
+        return self._exists(key) or digest in self.packed()
+
+    def _worth_asking(self, size: int) -> bool:
+        """Whether to ask if an object of ``size`` bytes is stored before writing it. Writing
+        the same bytes under the same key again is harmless, so a small object goes to a
+        remote store in one request instead of two."""
+        return self._ranges_are_cheap or size > PACK_MAX_OBJECT
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` (once) and return its digest."""
         digest = hash_bytes(data)
         key = self.key_of(digest)
-        if digest not in self.packed() and not self._exists(key):
-            self._write_bytes(key, data)
+        if digest in self._known_packed() or (self._worth_asking(len(data)) and self._exists(key)):
+            return digest
+        self._write_bytes(key, data)
         return digest
 
     def put_file(self, path: str | os.PathLike[str], *, digest: str | None = None) -> str:
@@ -142,7 +162,9 @@ class ObjectStore(ABC):
         source = Path(path)
         known = hash_file(source) if digest is None else digest
         key = self.key_of(known)
-        if known in self.packed() or self._exists(key):
+        if known in self._known_packed():
+            return known
+        if self._worth_asking(os.stat(source).st_size) and self._exists(key):
             return known
         self._write_file(key, source, known)
         return known
@@ -151,6 +173,14 @@ class ObjectStore(ABC):
         """Return the bytes of ``digest``, checking the hash unless ``verify`` is false."""
         key = self.key_of(digest)
         checked = self.verify if verify is None else verify
+        if not self._index_first():  # a remote store: the loose key first (see _index_first)
+            try:
+                data = self._read_bytes(key)
+            except FileNotFoundError:
+                pass
+            else:
+                if not checked or hash_bytes(data) == digest:
+                    return data
         packed = self._read_packed(digest)
         if packed is not None and (not checked or hash_bytes(packed) == digest):
             return packed
@@ -172,7 +202,7 @@ class ObjectStore(ABC):
 
         target = Path(destination)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if digest in self.packed():  # small: read from its pack (verified) and written whole
+        if digest in self._known_packed():  # small: read from its pack (verified), written whole
             write_atomic(target, self.get_bytes(digest, verify=verify))
             return target
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -182,6 +212,9 @@ class ObjectStore(ABC):
             try:
                 self._fetch_file(self.key_of(digest), tmp)
             except FileNotFoundError:
+                if not self._index_first() and digest in self.packed():  # packed, not loose
+                    write_atomic(target, self.get_bytes(digest, verify=verify))
+                    return target
                 raise self._missing(digest) from None
             if (self.verify if verify is None else verify) and hash_file(tmp) != digest:
                 raise self._corrupt(digest)
@@ -465,7 +498,11 @@ class PackBatch:
         self.store = store
         self.threshold = threshold
         self.repack = repack  # copying objects out of a pack that is about to go: store them all
-        self._known = {} if repack else store.packed()  # packed already (updated by our installs)
+        # packed already (updated by our installs); a remote store's index is read when a
+        # pack is about to be written, not for a batch that ends up loose (see _install)
+        self._known: dict[str, PackLocation] | None = (
+            {} if repack else (store.packed() if store._index_first() else None)
+        )
         self._writer: PackWriter | None = None
         self._lock = threading.Lock()
         self.stored = 0
@@ -509,7 +546,7 @@ class PackBatch:
             if not self.store.exists(digest):
                 self.store._write_bytes(self.store.key_of(digest), data)
             return
-        if digest in self._known:
+        if self._known is not None and digest in self._known:
             return
         with self._lock:
             if self._writer is None:
@@ -531,10 +568,17 @@ class PackBatch:
             if writer is not None:
                 writer.discard()
             return
-        if len(writer.records) < PACK_MIN_OBJECTS and not self.repack and not self.store._ranges_are_cheap:
+        few = not self.repack and not self.store._ranges_are_cheap  # loose when fewer (remote)
+        if self._known is None and not (few and len(writer.records) < PACK_MIN_OBJECTS):
+            self._known = self.store.packed()  # a remote store: leave out what its packs hold
+            kept = self._without(writer, self._known)
+            if kept is None:
+                return
+            writer = kept
+        if few and len(writer.records) < PACK_MIN_OBJECTS:
             try:  # a few small objects in a remote store: loose, each written atomically
                 for digest, data in writer.contents():
-                    if not self.store._exists(self.store.key_of(digest)):
+                    if digest not in self.store._known_packed():
                         self.store._write_bytes(self.store.key_of(digest), data)
             finally:
                 writer.discard()
@@ -545,6 +589,24 @@ class PackBatch:
             writer.path.unlink(missing_ok=True)
         if not self.repack:
             self._known = self.store.packed()
+
+    def _without(self, writer: PackWriter, known: dict[str, PackLocation]) -> PackWriter | None:
+        """``writer``'s objects that ``known`` does not hold, in a new pack (None: none)."""
+        if not any(digest in known for digest, _, _ in writer.records):
+            return writer
+        kept = PackWriter(self.store._pack_folder())
+        try:
+            for digest, data in writer.contents():
+                if digest in known:
+                    self.stored -= 1
+                else:
+                    kept.add(digest, data)
+        finally:
+            writer.discard()
+        if not kept.records:
+            kept.discard()
+            return None
+        return kept
 
 
 def pack_index_cache() -> Path | None:
