@@ -154,14 +154,13 @@ def _run_on_ray(
 ) -> tuple[str | None, list[Experiment]]:
     from molen.compute import cluster
     from molen.config import project_config
-    from molen.tracking.runs import start_run
 
     shared = cluster.require_shared_stores(session.workspace)  # before anything is started
     resources = cluster.resources_of(project_config(session.project))
-    check_params(session.project.root, variants)
     ray = cluster.connect(ray_address)
     try:
         cluster.warm_up(ray, resources, len(variants))  # workers start while the project is packed
+        check_params(session.project.root, variants)  # (a refused override leaves them idle)
         archive = ray.put(cluster.pack_project(session.project.root, session))  # once, for every trial
         labels = [
             name if len(variants) == 1 and name else f"{name or 'exp'}-{i + 1}" for i in range(len(variants))
@@ -172,6 +171,8 @@ def _run_on_ray(
         ]
         parent = None
         if len(variants) > 1:
+            from molen.tracking.runs import start_run  # (SQLAlchemy: imported once workers start)
+
             parent = start_run(name=name or "sweep", workspace=session.workspace)
             parent.set_tag("molen.exp.sweep", str(len(variants)))
             parent.set_tag("molen.exp.executor", "ray")

@@ -577,9 +577,8 @@ class PackBatch:
             writer = kept
         if few and len(writer.records) < PACK_MIN_OBJECTS:
             try:  # a few small objects in a remote store: loose, each written atomically
-                for digest, data in writer.contents():
-                    if digest not in self.store._known_packed():
-                        self.store._write_bytes(self.store.key_of(digest), data)
+                known = self.store._known_packed()
+                self._write_loose([(d, data) for d, data in writer.contents() if d not in known])
             finally:
                 writer.discard()
             return
@@ -589,6 +588,21 @@ class PackBatch:
             writer.path.unlink(missing_ok=True)
         if not self.repack:
             self._known = self.store.packed()
+
+    def _write_loose(self, objects: list[tuple[str, bytes]]) -> None:
+        """Write each ``(digest, bytes)`` under its key, side by side (each is a request)."""
+
+        def write(item: tuple[str, bytes]) -> None:
+            self.store._write_bytes(self.store.key_of(item[0]), item[1])
+
+        if len(objects) < 2:
+            for item in objects:
+                write(item)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(objects)) as pool:
+            list(pool.map(write, objects))
 
     def _without(self, writer: PackWriter, known: dict[str, PackLocation]) -> PackWriter | None:
         """``writer``'s objects that ``known`` does not hold, in a new pack (None: none)."""
