@@ -201,21 +201,38 @@ def wait_for_cpus(address: str, cpus: int, env: dict[str, str]) -> None:
         time.sleep(0.25)
 
 
-def worker_peaks() -> dict[int, int]:
-    """The peak resident memory (VmHWM, bytes) of each Ray worker process on this machine."""
-    peaks = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-            command = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode()
-        except OSError:
-            continue
-        if not command.startswith("ray::"):
-            continue
-        for line in text.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks[int(status.parent.name)] = int(line.split()[1]) * 1024
-    return peaks
+class WorkerMemory:
+    """Samples, every 0.1 s while in use, the peak resident memory (VmHWM) of each Ray worker
+    process on this machine (``ray::…`` processes; they are gone once their job ends)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    command = (status.parent / "cmdline").read_bytes().split(b"\0")[0].decode()
+                    if not command.startswith("ray::"):
+                        continue
+                    for line in status.read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            pid = int(status.parent.name)
+                            self.peaks[pid] = max(self.peaks.get(pid, 0), int(line.split()[1]) * 1024)
+                except (OSError, ValueError):
+                    continue
 
 
 # -- the benchmarks ---------------------------------------------------------------------------------
@@ -278,7 +295,13 @@ def bench_scoring(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> l
     env = {**env, "MOLEN_MODELS_IMPORTANCE": "false"}
     run([sys.executable, "-c", TRAIN_SCORER], root, env)
     run([*MOLEN, "models", "alias", "scorer", "1", "production"], root, env)
-    s3 = boto3.client("s3", endpoint_url=setting["endpoint"], region_name=REGION)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=setting["endpoint"],
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
     rng = np.random.default_rng(1)
     per_file = plan.rows // plan.files
     staging = work / "parts"
@@ -292,28 +315,45 @@ def bench_scoring(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> l
     log(f"scoring: {plan.rows:,} rows in {plan.files} files in the bucket")
     source = f"s3://{BUCKET}/in/*.parquet"
     chunk = ["--chunk-size", str(plan.chunk_size)]
-    on_ray, here, peaks = [], [], []
+    on_ray, here, peaks, local_peaks = [], [], [], []
     for repetition in range(plan.repeat):
-        before = set(worker_peaks())
         cmd = [*MOLEN, "predict", "scorer@production", "-i", source, "-o", f"s3://{BUCKET}/ray{repetition}/",
                "--executor", "ray", "--ray-address", cluster.address, *chunk]  # fmt: skip
-        on_ray.append(timed(cmd, root, env))
-        found = worker_peaks()
-        fresh = [v for k, v in found.items() if k not in before] or list(found.values()) or [0]
-        peaks.append(max(fresh))
+        with WorkerMemory() as memory:
+            on_ray.append(timed(cmd, root, env))
+        peaks.append(max(memory.peaks.values(), default=0))
+        raw.setdefault("worker_peaks", []).append(sorted(memory.peaks.values()))
         log(f"scoring on Ray {repetition + 1}: {on_ray[-1]:.1f} s, worker peak {peaks[-1] / 2**20:.0f} MiB")
         # the same files through `molen predict` on this machine (it reads the glob and writes one file)
         target = f"s3://{BUCKET}/local{repetition}.parquet"
         started = time.perf_counter()
-        local = subprocess.run(
-            [*MOLEN, "predict", "scorer@production", "-i", source, "-o", target, *chunk],
+        local = subprocess.run(  # GNU time prints the peak resident memory (KiB) last
+            ["/usr/bin/time", "-f", "%M", *MOLEN, "predict", "scorer@production", "-i", source, "-o", target,
+             *chunk],
             cwd=root, env=env, capture_output=True, text=True,
         )  # fmt: skip
         if local.returncode != 0:
             raise RuntimeError(f"local molen predict failed: {local.stderr[-2000:]}")
+        local_peaks.append(int(local.stderr.split()[-1]) * 1024)
         here.append(time.perf_counter() - started)
         log(f"scoring here {repetition + 1}/{plan.repeat}: {here[-1]:.1f} s")
-    raw["scoring"] = {"ray": on_ray, "local": here, "worker_peak_bytes": peaks, "rows": plan.rows}
+    small = ["--chunk-size", str(plan.chunk_size // 10)]
+    cmd = [*MOLEN, "predict", "scorer@production", "-i", source, "-o", f"s3://{BUCKET}/small-chunks/",
+           "--executor", "ray", "--ray-address", cluster.address, *small]  # fmt: skip
+    with WorkerMemory() as memory:
+        small_seconds = timed(cmd, root, env)
+    small_peak = max(memory.peaks.values(), default=0)
+    log(
+        f"scoring on Ray with chunks of {plan.chunk_size // 10:,}: {small_seconds:.1f} s, peak {small_peak / 2**20:.0f} MiB"
+    )
+    raw["scoring"] = {
+        "ray": on_ray,
+        "local": here,
+        "worker_peak_bytes": peaks,
+        "local_peak_bytes": local_peaks,
+        "rows": plan.rows,
+        "small_chunks": {"seconds": small_seconds, "worker_peak_bytes": small_peak},
+    }
     ray_rate, local_rate = plan.rows / statistics.median(on_ray), plan.rows / statistics.median(here)
     peak = max(peaks)
     file_bytes = per_file * 8 * 8
@@ -323,6 +363,7 @@ def bench_scoring(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> l
         Row(f"scoring {plan.rows:,} rows here (molen predict)", f"{local_rate:,.0f} rows/s", "", None,
             note=f"median of {plan.repeat}: {statistics.median(here):.1f} s"),
         Row("Ray / here", f"{ray_rate / local_rate:.2f}x", "", None),
+        Row("peak memory of molen predict here", f"{max(local_peaks) / 2**20:.0f} MiB", "", None),
         Row(
             "peak memory of a Ray worker",
             f"{peak / 2**20:.0f} MiB",
@@ -330,6 +371,13 @@ def bench_scoring(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> l
             None,
             note=f"chunk {plan.chunk_size:,} rows; a file is {per_file:,} rows ({file_bytes / 2**20:.0f} MiB "
             f"of features), all files {plan.rows * 64 / 2**20:,.0f} MiB",
+        ),
+        Row(
+            f"peak memory of a Ray worker, chunks of {plan.chunk_size // 10:,}",
+            f"{small_peak / 2**20:.0f} MiB",
+            "",
+            None,
+            note=f"{plan.rows / small_seconds:,.0f} rows/s",
         ),
     ]  # fmt: skip
 

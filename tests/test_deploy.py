@@ -95,6 +95,42 @@ def test_a_bad_chunk_names_its_rows_and_leaves_no_output(project: Path) -> None:
     assert not target.exists() and not list(project.glob(".scored.parquet*"))
 
 
+@pytest.mark.s3
+def test_batch_scoring_reads_a_glob_in_object_storage_and_writes_there(
+    project: Path, s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    monkeypatch.setenv("MOLEN_OBJECTS_S3_ENDPOINT_URL", s3_endpoint)  # the endpoint s3:// URLs use
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    parts = [frame(n, seed=10 + n) for n in (300, 1, 700)]
+    for index, part in enumerate(parts):
+        part.to_parquet(project / f"part-{index}.parquet")
+        s3.upload_file(str(project / f"part-{index}.parquet"), s3_bucket, f"in/part-{index}.parquet")
+    seen: list[tuple[int, int | None]] = []
+    result = predict_file(
+        "churn@production",
+        f"s3://{s3_bucket}/in/*.parquet",
+        f"s3://{s3_bucket}/out/scored.parquet",
+        chunk_size=256,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert result.rows == 1_001 and result.output == f"s3://{s3_bucket}/out/scored.parquet"
+    assert seen[-1] == (1_001, 1_001)  # the total is known from the files' footers
+    s3.download_file(s3_bucket, "out/scored.parquet", str(project / "scored.parquet"))
+    scored = pd.read_parquet(project / "scored.parquet")
+    rows = pd.concat(parts, ignore_index=True)
+    assert scored["prediction"].tolist() == molen.load_model("churn/2").predict(rows).tolist()
+    # nothing matches: a clear error, and nothing is written
+    from molen.errors import NotFoundError
+
+    nowhere = f"s3://{s3_bucket}/nothing/*.parquet"
+    with pytest.raises(NotFoundError, match=r"nothing/\*\.parquet: no \.parquet or \.csv files there"):
+        predict_file("churn@production", nowhere, f"s3://{s3_bucket}/x.parquet")
+    listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="x.parquet")
+    assert listed.get("KeyCount", 0) == 0
+
+
 def test_predict_cli(project: Path) -> None:
     frame(50).to_parquet(project / "rows.parquet")
     done = subprocess.run(

@@ -104,8 +104,8 @@ def predict(
         typer.Option(
             "--input",
             "-i",
-            help="Rows to score: a .parquet or .csv file; with --executor ray, Parquet files: "
-            "a glob or folder, e.g. s3://bucket/in/*.parquet.",
+            help="Rows to score: a .parquet or .csv file, or Parquet files (a glob or folder), "
+            "local or in object storage, e.g. s3://bucket/in/*.parquet.",
         ),
     ],
     output: Annotated[
@@ -113,8 +113,8 @@ def predict(
         typer.Option(
             "--output",
             "-o",
-            help="Where to write the scored rows (.parquet); with --executor ray, a folder or "
-            "prefix (one output file per input file).",
+            help="Where to write the scored rows: a .parquet file (local or s3://…); with "
+            "--executor ray, a folder or prefix (one output file per input file).",
         ),
     ],
     chunk_size: Annotated[
@@ -160,8 +160,8 @@ def predict(
     try:
         result = predict_file(
             model,
-            Path(input),
-            Path(output),
+            input,
+            output,
             chunk_size=chunk_size,
             log_root=workspace.settings["serving.prediction_log"] if log else None,
             workspace=workspace,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from molen.errors import NotFoundError, UsageError
+from molen.errors import UsageError
 
 if TYPE_CHECKING:
     from molen.workspace import Workspace
@@ -36,30 +36,15 @@ class ScoredFile(NamedTuple):
     version: int | None
 
 
-def _filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    return fs, path
-
-
 def partitions(url: str, storage_options: dict[str, Any]) -> list[str]:
-    """The Parquet files ``url`` names: a glob (``s3://b/in/*.parquet``), a folder or prefix
-    (every ``*.parquet`` under it), or one file; as full URLs, sorted."""
-    fs, path = _filesystem(url, storage_options)
-    protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
-    if any(mark in path for mark in "*?["):
-        found = fs.glob(path)
-    elif fs.isdir(path):
-        found = [p for p in fs.find(path) if p.endswith(".parquet")]
-    elif fs.exists(path):
-        found = [path]
-    else:
-        found = []
-    files = sorted(p for p in found if p.endswith(".parquet"))
-    if not files:
-        raise NotFoundError(f"--input {url}: no .parquet files there")
-    return [protocol + p if protocol and not p.startswith(protocol) else p for p in files]
+    """The Parquet files ``url`` names (see :func:`molen.serving.batch.input_files`)."""
+    from molen.serving.batch import input_files
+
+    return input_files(url, storage_options)
+
+
+#: the model this worker process loaded last (``uri`` is pinned to a version by the driver)
+_models: dict[tuple[str, str | None, str], Any] = {}
 
 
 def score_partition(
@@ -76,7 +61,7 @@ def score_partition(
     import pyarrow.parquet as pq
 
     from molen.registry.service import load_model
-    from molen.serving.batch import score_chunk
+    from molen.serving.batch import filesystem, score_chunk
     from molen.serving.predlog import PredictionLog, log_storage_options
     from molen.workspace import open_workspace
 
@@ -84,13 +69,17 @@ def score_partition(
     workspace = open_workspace(flags={"tracking.uri": env["MOLEN_TRACKING_URI"]})
     options = log_storage_options(source, workspace)
     started = time.perf_counter()
-    model = load_model(uri, workspace=workspace)
+    key = (env["MOLEN_TRACKING_URI"], env.get("MOLEN_OBJECTS_URL"), uri)
+    model = _models.get(key)
+    if model is None:  # a worker scores many files with one model: loaded (and checked) once
+        _models.clear()
+        model = _models[key] = load_model(uri, workspace=workspace)
     prediction_log = None
     if log:
         root = str(workspace.settings["serving.prediction_log"])
         prediction_log = PredictionLog(root, storage_options=log_storage_options(root, workspace))
-    fs_in, path_in = _filesystem(source, options)
-    fs_out, path_out = _filesystem(target, log_storage_options(target, workspace))
+    fs_in, path_in = filesystem(source, options)
+    fs_out, path_out = filesystem(target, log_storage_options(target, workspace))
     local = "://" not in target or target.startswith("file://")
     written = path_out if not local else f"{path_out}.{os.getpid()}.tmp"
     rows = 0
@@ -162,6 +151,11 @@ def predict_on_ray(
     names = [found.rstrip("/").rsplit("/", 1)[-1] for found in sources]
     if len(set(names)) != len(names):
         raise UsageError("--input: two files have the same name; the outputs are named after the inputs")
+    from molen.registry.service import resolve
+
+    found = resolve(uri, workspace=workspace)  # every file scored by this one version, even if
+    if found.version is not None:  # the alias moves meanwhile (and a worker loads it once)
+        uri = f"{found.version.name}/{found.version.version}"
     project = workspace.settings.project
     resources = cluster.resources_of(project_config(project) if project is not None else {})
     ray = cluster.connect(address)

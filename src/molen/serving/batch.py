@@ -1,10 +1,13 @@
 """Batch scoring: ``molen predict NAME@ALIAS --input big.parquet --output preds.parquet``.
 
-The input is read in chunks (Parquet row batches, or CSV chunks), so files larger than memory
-stream through; each chunk is checked against the signature, predicted, and appended to the
-output Parquet file, which is written under a temporary name and renamed when complete (a
-killed job leaves no half file). With a prediction log, every row is logged as the server logs
-it (role ``batch``).
+The input is a file, a glob or a folder of Parquet files, local or in object storage
+(``s3://bucket/in/*.parquet``, the same inputs ``--executor ray`` takes: see
+:func:`input_files`). It is read in chunks (Parquet row batches, or CSV chunks), so files
+larger than memory stream through; each chunk is checked against the signature, predicted, and
+appended to the output Parquet file. A local output is written under a temporary name and
+renamed when complete; an object-storage output appears when its upload completes (a killed
+job leaves no half file either way). With a prediction log, every row is logged as the server
+logs it (role ``batch``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from molen.serving.predlog import PredictionLog
     from molen.workspace import Workspace
 
-__all__ = ["BatchResult", "predict_file", "score_chunk"]
+__all__ = ["BatchResult", "input_files", "predict_file", "score_chunk"]
 
 #: Called with (rows done, rows in all or None) after each chunk.
 Progress = Callable[[int, int | None], None]
@@ -34,22 +37,71 @@ class BatchResult(NamedTuple):
     rows: int
     chunks: int
     seconds: float
-    output: Path
+    output: Path | str
     version: int | None
 
 
-def _chunks(source: Path, chunk_size: int) -> tuple[Iterator[Any], int | None]:
-    import pandas as pd
+def filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the path inside it."""
+    import fsspec
 
-    if source.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    return fs, path
 
-        handle = pq.ParquetFile(source)
-        total = handle.metadata.num_rows
-        return (batch.to_pandas() for batch in handle.iter_batches(batch_size=chunk_size)), total
-    if source.suffix in {".csv", ".txt"}:
-        return iter(pd.read_csv(source, chunksize=chunk_size)), None
-    raise UsageError(f"--input {source}: use a .parquet or .csv file")
+
+def input_files(
+    url: str, storage_options: dict[str, Any], *, suffixes: tuple[str, ...] = (".parquet",)
+) -> list[str]:
+    """The files ``url`` names: a glob (``s3://b/in/*.parquet``), a folder or prefix (every
+    file with one of ``suffixes`` under it), or one file; as full URLs (or paths), sorted."""
+    fs, path = filesystem(url, storage_options)
+    protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
+    if any(mark in path for mark in "*?["):
+        found = fs.glob(path)
+    elif fs.isdir(path):
+        found = [p for p in fs.find(path) if p.endswith(suffixes)]
+    elif fs.exists(path):
+        found = [path]
+    else:
+        found = []
+    files = sorted(p for p in found if p.endswith(suffixes))
+    if not files:
+        raise NotFoundError(f"--input {url}: no {' or '.join(suffixes)} files there")
+    return [protocol + p if protocol and not p.startswith(protocol) else p for p in files]
+
+
+def _chunks(
+    sources: list[str], chunk_size: int, storage_options: dict[str, Any]
+) -> tuple[Iterator[Any], int | None]:
+    """The rows of every file of ``sources`` in chunks, and how many there are (None for CSV)."""
+    import pyarrow.parquet as pq
+
+    if all(source.endswith(".parquet") for source in sources):
+        total = 0
+        for source in sources:
+            fs, path = filesystem(source, storage_options)
+            with fs.open(path, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+
+        def parquet() -> Iterator[Any]:
+            for source in sources:
+                fs, path = filesystem(source, storage_options)
+                with fs.open(path, "rb") as handle:
+                    for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_size):
+                        yield batch.to_pandas()
+
+        return parquet(), total
+    if len(sources) == 1 and sources[0].endswith((".csv", ".txt")):
+        import pandas as pd
+
+        fs, path = filesystem(sources[0], storage_options)
+
+        def csv() -> Iterator[Any]:
+            with fs.open(path, "rb") as handle:
+                yield from pd.read_csv(handle, chunksize=chunk_size)
+
+        return csv(), None
+    raise UsageError(f"--input {sources[0]}: use .parquet files or one .csv file")
 
 
 def _output_table(chunk: Any, predictions: Any, probabilities: Any | None, classes: list[Any] | None) -> Any:
@@ -81,21 +133,36 @@ def predict_file(
 
     if chunk_size < 1:
         raise InvalidValueError("--chunk-size must be at least 1")
-    source, target = Path(source), Path(output)
-    if not source.is_file():
-        raise NotFoundError(f"--input {source}: no such file")
-    if target.suffix != ".parquet":
-        raise UsageError(f"--output {target}: write a .parquet file")
     workspace = workspace or open_workspace()
+    from molen.serving.predlog import log_storage_options
+
+    source, target = os.fspath(source), os.fspath(output)
+    if not target.endswith(".parquet"):
+        raise UsageError(f"--output {target}: write a .parquet file")
+    if "://" in source or any(mark in source for mark in "*?["):
+        sources = input_files(source, log_storage_options(source, workspace), suffixes=(".parquet", ".csv"))
+    elif not Path(source).is_file():
+        raise NotFoundError(f"--input {source}: no such file")
+    else:
+        sources = [source]
     model = load_model(uri, workspace=workspace)
-    chunks, total = _chunks(source, chunk_size)
+    chunks, total = _chunks(sources, chunk_size, log_storage_options(source, workspace))
     prediction_log = None
     if log_root:
-        from molen.serving.predlog import PredictionLog, log_storage_options
+        from molen.serving.predlog import PredictionLog
 
         prediction_log = PredictionLog(log_root, storage_options=log_storage_options(log_root, workspace))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    remote = "://" in target and not target.startswith("file://")
+    local_target = None if remote else Path(target.removeprefix("file://"))
+    if local_target is not None:
+        local_target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = local_target.with_name(f".{local_target.name}.{os.getpid()}.tmp")
+    else:  # written here, then uploaded whole: one PUT, so the object appears complete or not at all
+        import tempfile
+
+        handle, name = tempfile.mkstemp(suffix=".parquet")
+        os.close(handle)
+        temporary = Path(name)
     started = time.perf_counter()
     done = count = 0
     writer = None
@@ -113,14 +180,19 @@ def predict_file(
             raise InvalidValueError(f"--input {source} has no rows")
         writer.close()
         writer = None
-        os.replace(temporary, target)
+        if local_target is not None:
+            os.replace(temporary, local_target)
+        else:
+            fs, path = filesystem(target, log_storage_options(target, workspace))
+            fs.put_file(str(temporary), path)
     finally:
         if writer is not None:
             writer.close()
         temporary.unlink(missing_ok=True)
         if prediction_log is not None:
             prediction_log.close()
-    return BatchResult(done, count, time.perf_counter() - started, target, model.version)
+    written: Path | str = local_target if local_target is not None else target
+    return BatchResult(done, count, time.perf_counter() - started, written, model.version)
 
 
 def score_chunk(model: Predictor, chunk: Any, offset: int, prediction_log: PredictionLog | None) -> Any:
