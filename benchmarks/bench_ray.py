@@ -343,9 +343,7 @@ def bench_scoring(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> l
     with WorkerMemory() as memory:
         small_seconds = timed(cmd, root, env)
     small_peak = max(memory.peaks.values(), default=0)
-    log(
-        f"scoring on Ray with chunks of {plan.chunk_size // 10:,}: {small_seconds:.1f} s, peak {small_peak / 2**20:.0f} MiB"
-    )
+    log(f"scoring on Ray, smaller chunks: {small_seconds:.1f} s, worker peak {small_peak / 2**20:.0f} MiB")
     raw["scoring"] = {
         "ray": on_ray,
         "local": here,
