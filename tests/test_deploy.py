@@ -129,6 +129,39 @@ def test_batch_scoring_reads_a_glob_in_object_storage_and_writes_there(
         predict_file("churn@production", nowhere, f"s3://{s3_bucket}/x.parquet")
     listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="x.parquet")
     assert listed.get("KeyCount", 0) == 0
+    # a bad chunk after good ones: the upload is aborted, no half file appears in the bucket
+    bad = frame(600, seed=3)
+    bad.loc[500, "plan"] = "gold"
+    bad.to_parquet(project / "bad.parquet")
+    s3.upload_file(str(project / "bad.parquet"), s3_bucket, "bad/bad.parquet")
+    with pytest.raises(InputSchemaError, match="rows 500–599"):
+        bad_glob, half = f"s3://{s3_bucket}/bad/*.parquet", f"s3://{s3_bucket}/half.parquet"
+        predict_file("churn@production", bad_glob, half, chunk_size=100)
+    assert s3.list_objects_v2(Bucket=s3_bucket, Prefix="half").get("KeyCount", 0) == 0
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("size", [1_000, 12 << 20])  # one PUT, or an upload in parts
+def test_an_output_in_object_storage_appears_whole_or_not_at_all(
+    s3_endpoint: str, s3_bucket: str, size: int
+) -> None:
+    import fsspec
+
+    from molen.serving.batch import output_file
+
+    fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_endpoint}, skip_instance_cache=True)
+    half = f"{s3_bucket}/half.bin"
+    with pytest.raises(RuntimeError, match="chunk 3 failed"), output_file(fs, half) as sink:
+        sink.write(os.urandom(size))
+        raise RuntimeError("chunk 3 failed")
+    assert not fs.exists(half)
+    with pytest.raises(RuntimeError), fs.open(half, "wb") as plain:  # what `with fs.open` does
+        plain.write(b"half")
+        raise RuntimeError("chunk 3 failed")
+    assert fs.cat(half) == b"half"  # published: the reason output_file exists
+    with output_file(fs, f"{s3_bucket}/whole.bin") as sink:
+        sink.write(b"x" * size)
+    assert fs.size(f"{s3_bucket}/whole.bin") == size
 
 
 def test_predict_cli(project: Path) -> None:

@@ -6,9 +6,10 @@ task. A worker loads the model from the shared stores (the same hash-checked pac
 everywhere), reads its file in row batches of ``chunk_size`` (so memory per worker is bounded by
 that, not by the file), validates and scores each batch exactly as local `molen predict` does
 (:func:`molen.serving.batch.score_chunk`), optionally logs the rows to the shared prediction log,
-and writes ``OUTPUT/<input file name>``: one output file per input file, written whole (a
-temporary name renamed for folders; a single PUT for object storage, which is atomic). The
-driver reports progress as files complete.
+and writes ``OUTPUT/<input file name>``: one output file per input file, which appears whole or
+not at all (a temporary name renamed for folders; in object storage an upload in parts that is
+completed at the end and aborted on an error). The driver reports progress as files complete.
+The alias is resolved once, by the driver: every file is scored by the same version.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def score_partition(
     import pyarrow.parquet as pq
 
     from molen.registry.service import load_model
-    from molen.serving.batch import filesystem, score_chunk
+    from molen.serving.batch import filesystem, output_file, score_chunk
     from molen.serving.predlog import PredictionLog, log_storage_options
     from molen.workspace import open_workspace
 
@@ -89,7 +90,7 @@ def score_partition(
             parquet = pq.ParquetFile(handle)
             if local:
                 fs_out.makedirs(os.path.dirname(path_out) or ".", exist_ok=True)
-            with fs_out.open(written, "wb") as sink:
+            with output_file(fs_out, written) as sink:  # aborted, not published, on an error
                 for batch in parquet.iter_batches(batch_size=chunk_size):
                     chunk = batch.to_pandas()
                     table = score_chunk(model, chunk, rows, prediction_log)

@@ -12,6 +12,7 @@ logs it (role ``batch``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -154,45 +155,65 @@ def predict_file(
         prediction_log = PredictionLog(log_root, storage_options=log_storage_options(log_root, workspace))
     remote = "://" in target and not target.startswith("file://")
     local_target = None if remote else Path(target.removeprefix("file://"))
-    if local_target is not None:
-        local_target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = local_target.with_name(f".{local_target.name}.{os.getpid()}.tmp")
-    else:  # written here, then uploaded whole: one PUT, so the object appears complete or not at all
-        import tempfile
-
-        handle, name = tempfile.mkstemp(suffix=".parquet")
-        os.close(handle)
-        temporary = Path(name)
     started = time.perf_counter()
     done = count = 0
-    writer = None
-    try:
-        for chunk in chunks:
-            table = score_chunk(model, chunk, done, prediction_log)
-            if writer is None:
-                writer = pq.ParquetWriter(temporary, table.schema, compression="zstd")
-            writer.write_table(table)
-            done += len(chunk)
-            count += 1
-            if progress is not None:
-                progress(done, total)
-        if writer is None:
-            raise InvalidValueError(f"--input {source} has no rows")
-        writer.close()
+
+    def write_all(where: Any) -> None:
+        nonlocal done, count
         writer = None
+        try:
+            for chunk in chunks:
+                table = score_chunk(model, chunk, done, prediction_log)
+                if writer is None:
+                    writer = pq.ParquetWriter(where, table.schema, compression="zstd")
+                writer.write_table(table)
+                done += len(chunk)
+                count += 1
+                if progress is not None:
+                    progress(done, total)
+            if writer is None:
+                raise InvalidValueError(f"--input {source} has no rows")
+        finally:
+            if writer is not None:
+                writer.close()
+
+    try:
         if local_target is not None:
-            os.replace(temporary, local_target)
-        else:
+            local_target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = local_target.with_name(f".{local_target.name}.{os.getpid()}.tmp")
+            try:
+                write_all(temporary)
+                os.replace(temporary, local_target)
+            finally:
+                temporary.unlink(missing_ok=True)
+        else:  # streamed up in parts: the object appears when complete, or not at all
             fs, path = filesystem(target, log_storage_options(target, workspace))
-            fs.put_file(str(temporary), path)
+            with output_file(fs, path) as sink:
+                write_all(sink)
     finally:
-        if writer is not None:
-            writer.close()
-        temporary.unlink(missing_ok=True)
         if prediction_log is not None:
             prediction_log.close()
     written: Path | str = local_target if local_target is not None else target
     return BatchResult(done, count, time.perf_counter() - started, written, model.version)
+
+
+@contextlib.contextmanager
+def output_file(fs: Any, path: str) -> Iterator[Any]:
+    """``path`` of the fsspec filesystem ``fs`` open for writing, kept only if the block ends
+    without an error. In object storage a failed block aborts the upload (nothing appears at
+    ``path``: closing, as ``with fs.open(...)`` does, would publish the half written so far)."""
+    sink = fs.open(path, "wb")
+    try:
+        yield sink
+    except BaseException:
+        if hasattr(sink, "buffer") and callable(getattr(sink, "discard", None)):
+            with contextlib.suppress(Exception):
+                sink.discard()  # an upload in parts (S3: the multipart upload is aborted)
+            sink.closed = True
+        else:
+            sink.close()
+        raise
+    sink.close()
 
 
 def score_chunk(model: Predictor, chunk: Any, offset: int, prediction_log: PredictionLog | None) -> Any:
