@@ -131,6 +131,15 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return done
 
 
+def pair(cwd: Path, env: dict[str, str]) -> float:
+    """Seconds for two ``python train.py`` side by side: how much of 2x the 2 CPUs give."""
+    started = time.perf_counter()
+    running = [subprocess.Popen([sys.executable, "train.py"], cwd=cwd, env=env) for _ in range(2)]
+    if any(process.wait() != 0 for process in running):
+        raise RuntimeError("train.py failed")
+    return time.perf_counter() - started
+
+
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
     run(cmd, cwd, env)
@@ -251,6 +260,8 @@ def bench_sweep(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> lis
     run([*MOLEN, "data", "add", "data/raw.csv"], root, env)
     training = [timed([sys.executable, "train.py"], root, env) for _ in range(3)]
     alone = statistics.median(training)
+    side_by_side = [pair(root, env) for _ in range(3)]  # what this machine's 2 CPUs give at once
+    paired = statistics.median(side_by_side)
     ideal = plan.trials * alone / 2
     log(f"sweep: one training alone {alone:.2f} s, ideal sweep {ideal:.1f} s")
     walls = []
@@ -263,6 +274,7 @@ def bench_sweep(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> lis
     wall = statistics.median(walls)
     raw["sweep"] = {
         "training_alone": training,
+        "two_side_by_side": side_by_side,
         "ideal": ideal,
         "walls": walls,
         "cluster_start": cluster.start_seconds,
@@ -270,6 +282,13 @@ def bench_sweep(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> lis
     ratio = wall / ideal
     return [
         Row("one training alone (median of 3)", f"{alone:.2f} s", "", None),
+        Row(
+            "two trainings side by side, no Ray (median of 3)",
+            f"{paired:.2f} s",
+            "",
+            None,
+            note=f"the sweep is {wall / (plan.trials * paired / 2):.2f}x of {plan.trials} x this / 2",
+        ),
         Row(f"ideal: {plan.trials} x training / 2 CPUs", f"{ideal:.1f} s", "", None),
         Row("Ray cluster start (2 nodes)", f"{cluster.start_seconds:.1f} s", "", None),
         Row(

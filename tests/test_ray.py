@@ -331,6 +331,41 @@ def test_a_stage_whose_worker_dies_is_retried(
         marker.unlink(missing_ok=True)
 
 
+def test_a_trial_whose_worker_dies_is_retried_and_its_first_run_ends_killed(
+    tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    from molen.project import init_project
+    from molen.query import parse_filter
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    root = tmp_path / "fragile-sweep"
+    project = init_project(root)
+    (root / "killer.py").write_text(KILLER)
+    (root / "params.yaml").write_text("train:\n  lr: 0.5\n")
+    marker = Path(f"/tmp/molen-kill-{uuid.uuid4().hex[:8]}")
+    with open(project.config_path, "a") as config:
+        config.write(
+            "stages:\n  fragile:\n    cmd: python killer.py\n    deps: [killer.py]\n"
+            f"    params: [train.lr]\n    outs: [survived.txt]\n    env: {{KILL_MARKER: {marker}}}\n"
+        )
+    env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
+    store = SqlMetadataStore(postgres_url)
+    try:
+        sweep_args = ["exp", "run", "--grid", "train.lr=0.1,0.2", "--name", "fragile", "--executor", "ray"]
+        done = molen(*sweep_args, cwd=root, env=env)
+        assert marker.read_text() == "killed once"  # one trial's first worker died under it
+        assert done.returncode == 0, done.stdout + done.stderr
+        (sweep,) = store.search_runs(where=parse_filter("name = 'fragile'"))
+        children = store.search_runs(where=parse_filter(f"parent_id = '{sweep.id}'"))
+        statuses = sorted(child.status for child in children)
+        # the retried trial recorded a second run; the lost attempt's run ends KILLED (Ray kills
+        # a dead worker's processes outright, so the driver ends it), never left RUNNING
+        assert statuses == ["FINISHED", "FINISHED", "KILLED"], statuses
+    finally:
+        marker.unlink(missing_ok=True)
+        store.close()
+
+
 def test_ctrl_c_cancels_the_sweep_and_its_runs_end_killed(
     tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
 ) -> None:

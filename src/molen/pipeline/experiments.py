@@ -199,6 +199,9 @@ def _run_on_ray(
             for overrides, r in zip(variants, results, strict=True)
         ]
         if parent is not None:
+            # every trial is over: a run still RUNNING is an attempt whose worker (or node) was
+            # lost before it could end it; Ray ran the trial again, under another run
+            _kill_children(session, parent.id)
             parent.end("FINISHED" if all(e.ok for e in experiments) else "FAILED")
         return (parent.id if parent else None), experiments
     finally:
@@ -206,8 +209,9 @@ def _run_on_ray(
 
 
 def _kill_children(session: DataSession, parent_id: str) -> None:
-    """End KILLED the runs of a cancelled sweep that are still RUNNING: a cancelled task's
-    processes can be gone before they end their runs themselves."""
+    """End KILLED the runs of a sweep that are still RUNNING once its tasks are over or
+    cancelled: a task's processes can be gone before they end their runs themselves (Ray kills
+    a dead worker's processes outright; a lost node takes them along)."""
     import time
 
     from molen.query import parse_filter
