@@ -293,7 +293,7 @@ def bench_sweep(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> lis
         Row("Ray cluster start (2 nodes)", f"{cluster.start_seconds:.1f} s", "", None),
         Row(
             f"{plan.trials}-trial sweep on Ray (median of {plan.repeat})",
-            f"{wall:.1f} s = {ratio:.2f}x ideal",
+            f"{wall:.1f} s = {ratio:.3f}x ideal",
             f"<= {SWEEP_TARGET}x",
             ratio <= SWEEP_TARGET,
             note=f"with the cluster's start: {wall + cluster.start_seconds:.1f} s; samples "
@@ -384,7 +384,7 @@ def bench_scoring(plan: Plan, setting: dict[str, Any], raw: dict[str, Any]) -> l
         Row(
             "peak memory of a Ray worker",
             f"{peak / 2**20:.0f} MiB",
-            "bounded by the chunk",
+            "",
             None,
             note=f"chunk {plan.chunk_size:,} rows; a file is {per_file:,} rows ({file_bytes / 2**20:.0f} MiB "
             f"of features), all files {plan.rows * 64 / 2**20:,.0f} MiB",
