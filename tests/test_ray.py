@@ -305,23 +305,31 @@ pathlib.Path("survived.txt").write_text("second attempt\\n")
 """
 
 
+def _fragile(root: Path, *, params: bool = False) -> Path:
+    """A project whose one stage kills the Ray worker running it, the first time (KILLER); the
+    marker file that records that first time."""
+    from molen.project import init_project
+
+    project = init_project(root)
+    (root / "killer.py").write_text(KILLER)
+    marker = Path(f"/tmp/molen-kill-{uuid.uuid4().hex[:8]}")
+    if params:
+        (root / "params.yaml").write_text("train:\n  lr: 0.5\n")
+    with open(project.config_path, "a") as config:
+        config.write(
+            "stages:\n  fragile:\n    cmd: python killer.py\n    deps: [killer.py]\n"
+            + ("    params: [train.lr]\n" if params else "")
+            + f"    outs: [survived.txt]\n    env: {{KILL_MARKER: {marker}}}\n"
+        )
+    return marker
+
+
 def test_a_stage_whose_worker_dies_is_retried(
     tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
 ) -> None:
-    from molen.project import init_project
-
     root = tmp_path / "fragile"
-    project = init_project(root)
-    (root / "killer.py").write_text(KILLER)
-    with open(project.config_path, "a") as config:
-        config.write(
-            "stages:\n  fragile:\n    cmd: python killer.py\n"
-            "    deps: [killer.py]\n    outs: [survived.txt]\n"
-        )
-    marker = Path(f"/tmp/molen-kill-{uuid.uuid4().hex[:8]}")
+    marker = _fragile(root)
     env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
-    with open(project.config_path, "a") as config:
-        config.write(f"    env: {{KILL_MARKER: {marker}}}\n")
     try:
         done = molen("repro", "--executor", "ray", cwd=root, env=env)
         assert marker.read_text() == "killed once"  # the first attempt's worker died
@@ -334,20 +342,11 @@ def test_a_stage_whose_worker_dies_is_retried(
 def test_a_trial_whose_worker_dies_is_retried_and_its_first_run_ends_killed(
     tmp_path: Path, ray_cluster: str, postgres_url: str, s3_endpoint: str, s3_bucket: str
 ) -> None:
-    from molen.project import init_project
     from molen.query import parse_filter
     from molen.stores.metadata.sql import SqlMetadataStore
 
     root = tmp_path / "fragile-sweep"
-    project = init_project(root)
-    (root / "killer.py").write_text(KILLER)
-    (root / "params.yaml").write_text("train:\n  lr: 0.5\n")
-    marker = Path(f"/tmp/molen-kill-{uuid.uuid4().hex[:8]}")
-    with open(project.config_path, "a") as config:
-        config.write(
-            "stages:\n  fragile:\n    cmd: python killer.py\n    deps: [killer.py]\n"
-            f"    params: [train.lr]\n    outs: [survived.txt]\n    env: {{KILL_MARKER: {marker}}}\n"
-        )
+    marker = _fragile(root, params=True)
     env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
     store = SqlMetadataStore(postgres_url)
     try:
