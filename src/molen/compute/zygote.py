@@ -16,9 +16,10 @@ the trial's environment and folder, and runs the same two commands in-process
 (:func:`molen.cli.main`), so a trial records exactly what the commands record.
 
 Lifetimes: the zygote gets SIGTERM when its worker dies, and each child when the zygote dies
-(``PR_SET_PDEATHSIG``), so a killed worker takes its trial down (its run ends KILLED) before Ray
-retries the task elsewhere. A cancelled task (Ctrl-C on the driver) sends SIGTERM to its child
-and waits for it to end its run.
+(``PR_SET_PDEATHSIG``), so a killed worker takes its trial down before Ray retries the task
+elsewhere. Ray may kill a dead worker's processes outright, before they can end their runs:
+the driver ends such a run KILLED once the sweep's tasks are over. A cancelled task (Ctrl-C
+on the driver) sends SIGTERM to its child and waits for it to end its run.
 """
 
 from __future__ import annotations
