@@ -59,6 +59,20 @@ def test_version_and_help_work_anywhere(tmp_path: Path) -> None:
     assert "--filter" in runs_help.stdout and "--sort" in runs_help.stdout
 
 
+def test_help_paragraphs_flow_with_the_terminal_width(tmp_path: Path) -> None:
+    """A docstring's line breaks do not reach the terminal: a wide one gets whole sentences."""
+    wide = subprocess.run(
+        [*MOLEN, "exp", "run", "--help"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert wide.returncode == 0, wide.stderr
+    assert "a sweep (--grid, --random) runs every combination (-j side by side)" in wide.stdout
+    from molen.cli.app import reflowed
+
+    text = "First line\n    goes on.\n\n    - a list item\n    - another\n"
+    assert reflowed(text) == "First line goes on.\n\n- a list item\n- another"
+
+
 def test_init_creates_a_project_once(tmp_path: Path) -> None:
     first = cli("init", "new", cwd=tmp_path)
     assert first.returncode == 0, first.stderr

@@ -209,7 +209,33 @@ def build(args: list[str]) -> typer.Typer:
     for name, module in COMMANDS.items():
         if wanted is None or name == wanted:
             importlib.import_module(module)
+    _reflow_help(app)
     return app
+
+
+def _reflow_help(tree: typer.Typer) -> None:
+    """Give every command of ``tree`` its docstring with the lines of each paragraph joined:
+    Rich keeps a docstring's line breaks, which then fall mid-sentence in a terminal of any
+    other width. Lists and indented blocks keep theirs."""
+    for info in tree.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = reflowed(info.callback.__doc__)
+    for group in tree.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+def reflowed(text: str) -> str:
+    """``text`` (a docstring) with each plain paragraph on one line."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        paragraph
+        if any(line.startswith(("-", "*", "|", " ", "\b")) for line in paragraph.splitlines())
+        else " ".join(line.strip() for line in paragraph.splitlines())
+        for paragraph in paragraphs
+    )
 
 
 def _group_of(args: list[str]) -> str | None:
