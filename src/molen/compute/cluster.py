@@ -22,7 +22,6 @@ their own environment, as on any cluster (Kubernetes secrets on KubeRay).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -36,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from molen.compute.zygote import die_with_parent
 from molen.errors import UsageError
 
 if TYPE_CHECKING:
@@ -185,17 +185,8 @@ def pack_tree(root: Path, session: DataSession, *, exclude: set[str] | frozenset
     return buffer.getvalue()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """In a worker's child process: get SIGTERM when the worker dies (Linux), so a trial or a
-    stage never outlives the task that started it (a killed worker's retry would race it)."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-_CHILD: dict[str, Any] = {"preexec_fn": _die_with_parent} if sys.platform.startswith("linux") else {}
+#: a stage's process gets SIGTERM when its worker dies (Linux), so a retry never races it
+_CHILD: dict[str, Any] = {"preexec_fn": die_with_parent} if sys.platform.startswith("linux") else {}
 
 
 def trial(

@@ -3,13 +3,14 @@
 
 The input is a set of Parquet files (a glob, or a folder/prefix holding them); each file is one
 task. A worker loads the model from the shared stores (the same hash-checked package as
-everywhere), reads its file in row batches of ``chunk_size`` (so memory per worker is bounded by
-that, not by the file), validates and scores each batch exactly as local `molen predict` does
-(:func:`molen.serving.batch.score_chunk`), optionally logs the rows to the shared prediction log,
-and writes ``OUTPUT/<input file name>``: one output file per input file, which appears whole or
-not at all (a temporary name renamed for folders; in object storage an upload in parts that is
-completed at the end and aborted on an error). The driver reports progress as files complete.
-The alias is resolved once, by the driver: every file is scored by the same version.
+everywhere, once per worker), reads its file a row group at a time in batches of
+``chunk_size`` (so its memory follows the file's row groups, not the whole input), validates
+and scores each batch exactly as local `molen predict` does
+(:func:`molen.serving.batch.score_chunk`), optionally logs the rows to the shared prediction
+log, and writes ``OUTPUT/<input file name>``: one output file per input file, which appears
+whole or not at all (a temporary name renamed for folders; in object storage an upload in
+parts, completed at the end and aborted on an error). The driver resolves the alias once, so
+every file is scored by the same version, and reports progress as files complete.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from molen.errors import UsageError
 if TYPE_CHECKING:
     from molen.workspace import Workspace
 
-__all__ = ["ScoredFile", "partitions", "predict_on_ray", "score_partition"]
+__all__ = ["ScoredFile", "predict_on_ray", "score_partition"]
 
 
 class ScoredFile(NamedTuple):
@@ -35,13 +36,6 @@ class ScoredFile(NamedTuple):
     rows: int
     seconds: float
     version: int | None
-
-
-def partitions(url: str, storage_options: dict[str, Any]) -> list[str]:
-    """The Parquet files ``url`` names (see :func:`molen.serving.batch.input_files`)."""
-    from molen.serving.batch import input_files
-
-    return input_files(url, storage_options)
 
 
 #: the model this worker process loaded last (``uri`` is pinned to a version by the driver)
@@ -133,6 +127,7 @@ def predict_on_ray(
     a file that fails fails the job, with the worker's one-line error."""
     from molen.compute import cluster
     from molen.config import project_config
+    from molen.serving.batch import input_files
     from molen.serving.predlog import log_storage_options
 
     env = cluster.require_shared_stores(workspace)
@@ -148,7 +143,7 @@ def predict_on_ray(
         raise UsageError(
             f"--output {output}: the workers write it; give a bucket prefix (s3://bucket/scored/)"
         )
-    sources = partitions(source, log_storage_options(source, workspace))
+    sources = input_files(source, log_storage_options(source, workspace))
     names = [found.rstrip("/").rsplit("/", 1)[-1] for found in sources]
     if len(set(names)) != len(names):
         raise UsageError("--input: two files have the same name; the outputs are named after the inputs")

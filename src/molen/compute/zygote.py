@@ -33,13 +33,13 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Zygote", "run_trial", "start"]
+__all__ = ["Zygote", "die_with_parent", "run_trial", "start"]
 
 #: how long a cancelled trial gets to end its run after SIGTERM
 STOP_WAIT = 30.0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Get SIGTERM when the parent process dies (Linux; elsewhere a no-op)."""
     if not sys.platform.startswith("linux"):
         return
@@ -62,7 +62,7 @@ class Zygote:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         return self.process
 
@@ -249,7 +249,7 @@ def _serve() -> None:  # pragma: no cover - runs as the zygote process (tested t
             code = 1
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _die_with_parent()
+                die_with_parent()
                 os.setpgid(0, 0)  # a group of its own: the trial and its stages stop together
                 code = _child(request)
             except BaseException:

@@ -187,7 +187,7 @@ def _run_on_ray(
             results = cluster.run_trials(ray, archive, trials, targets, resources=resources, on_done=done)
         except KeyboardInterrupt:
             if parent is not None:
-                _kill_children(session, parent.id)
+                _end_running_children(session, parent.id)
                 parent.end("KILLED")
             raise
         except BaseException:
@@ -201,14 +201,14 @@ def _run_on_ray(
         if parent is not None:
             # every trial is over: a run still RUNNING is an attempt whose worker (or node) was
             # lost before it could end it; Ray ran the trial again, under another run
-            _kill_children(session, parent.id)
+            _end_running_children(session, parent.id)
             parent.end("FINISHED" if all(e.ok for e in experiments) else "FAILED")
         return (parent.id if parent else None), experiments
     finally:
         cluster.leave(ray)
 
 
-def _kill_children(session: DataSession, parent_id: str) -> None:
+def _end_running_children(session: DataSession, parent_id: str) -> None:
     """End KILLED the runs of a sweep that are still RUNNING once its tasks are over or
     cancelled: a task's processes can be gone before they end their runs themselves (Ray kills
     a dead worker's processes outright; a lost node takes them along)."""
