@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RayStages",
+    "Sweep",
     "cancel",
     "completed",
     "connect",
@@ -53,9 +54,7 @@ __all__ = [
     "require_shared_stores",
     "resources_of",
     "run_stage",
-    "run_trials",
     "trial",
-    "warm_up",
 ]
 
 #: Ray retries a trial whose worker died this many times (a failed pipeline is not retried).
@@ -190,13 +189,22 @@ _CHILD: dict[str, Any] = {"preexec_fn": die_with_parent} if sys.platform.startsw
 
 
 def trial(
-    archive: bytes, overrides: dict[str, Any], targets: list[str], env: dict[str, str]
+    archive: bytes | None, overrides: dict[str, Any], targets: list[str], env: dict[str, str]
 ) -> dict[str, Any]:
     """What a worker does for one trial (the body of the Ray task): unpack the project, set
     the trial's params, then `molen data checkout` and `molen repro` in a process forked by the
     worker's zygote (see :mod:`molen.compute.zygote`); the run id it recorded, whether it
-    succeeded, and its output."""
-    from molen.compute.zygote import run_trial
+    succeeded, and its output.
+
+    Without an ``archive``, a warm-up: the worker starts its zygote and waits until it is
+    ready. A warm-up holds its CPUs until then, so the warm-ups land on as many workers as
+    will run trials; it is the same Ray function as a trial, so Ray hands the warmed worker
+    the next trial directly."""
+    from molen.compute.zygote import run_trial, start
+
+    if archive is None:
+        start()
+        return {}
     from molen.pipeline.experiments import apply_params
 
     folder = Path(tempfile.mkdtemp(prefix="molen-trial-"))
@@ -213,49 +221,53 @@ def trial(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _warm() -> None:
-    """A warm-up task: this worker is started and its zygote is starting."""
-    from molen.compute.zygote import start
-
-    start()
+#: a project archive up to this size travels inside each trial's task (Ray inlines small
+#: arguments); a larger one is put in Ray's object store once and fetched by each worker
+INLINE_ARCHIVE = 64 * 1024
 
 
-def warm_up(ray: Any, resources: dict[str, Any], trials: int) -> None:
-    """Start, now, as many workers as will run trials at once (and their zygotes), so they
-    are ready when the trials are submitted; nothing waits for these tasks."""
-    per_trial = float(resources.get("num_cpus", 1) or 1)
-    slots = int(ray.cluster_resources().get("CPU", 0) // per_trial) if per_trial else trials
-    remote = ray.remote(max_retries=0, **resources)(_warm)
-    for _ in range(max(1, min(trials, slots))):
-        remote.remote()
+class Sweep:
+    """The trials of one sweep on the cluster: :meth:`warm_up` first (workers and their
+    zygotes start while the driver packs the project), then :meth:`run`."""
 
+    def __init__(self, ray: Any, resources: dict[str, Any]):
+        self.ray = ray
+        self.resources = resources
+        self.remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(trial)
 
-def run_trials(
-    ray: Any,
-    archive: Any,
-    trials: list[tuple[dict[str, Any], dict[str, str]]],
-    targets: list[str],
-    *,
-    resources: dict[str, Any],
-    on_done: Callable[[int, dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Run every ``(overrides, env)`` trial of the project ``archive`` (a Ray object of
-    :func:`pack_project`) as a Ray task with ``resources`` (num_cpus, memory, num_gpus) and
-    return their results in order; ``on_done(index, result)`` as each finishes. Ctrl-C
-    cancels the trials still running or waiting."""
-    remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(trial)
-    pending = {
-        remote.remote(archive, overrides, targets, env): index
-        for index, (overrides, env) in enumerate(trials)
-    }
-    results: list[dict[str, Any] | None] = [None] * len(trials)
-    for index, found, error in completed(ray, pending):
-        if error is not None:  # the worker died more than MAX_RETRIES times
-            found = {"run_id": None, "ok": False, "output": f"the trial failed on the cluster: {error}"}
-        results[index] = found
-        if on_done is not None:
-            on_done(index, found)
-    return [r if r is not None else {"run_id": None, "ok": False, "output": ""} for r in results]
+    def warm_up(self, trials: int) -> None:
+        """Start, now, as many workers as will run trials at once, with their zygotes;
+        nothing waits for these tasks."""
+        per_trial = float(self.resources.get("num_cpus", 1) or 1)
+        slots = int(self.ray.cluster_resources().get("CPU", 0) // per_trial) if per_trial else trials
+        for _ in range(max(1, min(trials, slots))):
+            self.remote.options(max_retries=0).remote(None, {}, [], {})
+
+    def run(
+        self,
+        archive: bytes,
+        trials: list[tuple[dict[str, Any], dict[str, str]]],
+        targets: list[str],
+        *,
+        on_done: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run every ``(overrides, env)`` trial of the project ``archive`` (see
+        :func:`pack_project`) as a Ray task and return their results in order;
+        ``on_done(index, result)`` as each finishes. Ctrl-C cancels the trials still running
+        or waiting."""
+        shipped: Any = archive if len(archive) <= INLINE_ARCHIVE else self.ray.put(archive)
+        pending = {
+            self.remote.remote(shipped, overrides, targets, env): index
+            for index, (overrides, env) in enumerate(trials)
+        }
+        results: list[dict[str, Any] | None] = [None] * len(trials)
+        for index, found, error in completed(self.ray, pending):
+            if error is not None:  # the worker died more than MAX_RETRIES times
+                found = {"run_id": None, "ok": False, "output": f"the trial failed on the cluster: {error}"}
+            results[index] = found
+            if on_done is not None:
+                on_done(index, found)
+        return [r if r is not None else {"run_id": None, "ok": False, "output": ""} for r in results]
 
 
 def completed(ray: Any, pending: dict[Any, int]) -> Iterator[tuple[int, Any, Exception | None]]:

@@ -8,7 +8,7 @@ own, it ends its run KILLED on SIGTERM (molen's exit handlers), and it must die 
 that started it.
 
 So each Ray worker starts, once, a *zygote*: ``python -m molen.compute.zygote``, which imports
-what a trial needs and then waits on its stdin. For each trial the worker writes one JSON line
+what a trial needs, says it is ready and then waits on its stdin. For each trial the worker writes one JSON line
 (folder, targets, environment, log file); the zygote forks a child (single-threaded, so forking
 is safe, unlike forking the Ray worker itself with its gRPC threads), answers the child's pid,
 waits for it and answers its exit status. The child redirects its output to the log file, takes
@@ -64,6 +64,8 @@ class Zygote:
                 text=True,
                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
+            assert self.process.stdout is not None
+            _answer(self.process.stdout)  # {"ready": true} once its imports are done
         return self.process
 
     def run(self, folder: Path, targets: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -119,7 +121,8 @@ _ZYGOTE = Zygote()
 
 
 def start() -> None:
-    """Start this worker's zygote now (a warm-up before the trials arrive)."""
+    """Start this worker's zygote now and wait until it is ready (a warm-up before the trials
+    arrive)."""
     _ZYGOTE._ready()
 
 
@@ -240,6 +243,7 @@ def _serve() -> None:  # pragma: no cover - runs as the zygote process (tested t
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+    print(json.dumps({"ready": True}), flush=True)
     opened: dict[str, str] = {}
     for line in sys.stdin:
         request = json.loads(line)

@@ -159,9 +159,10 @@ def _run_on_ray(
     resources = cluster.resources_of(project_config(session.project))
     ray = cluster.connect(ray_address)
     try:
-        cluster.warm_up(ray, resources, len(variants))  # workers start while the project is packed
+        sweep = cluster.Sweep(ray, resources)
+        sweep.warm_up(len(variants))  # workers start while the project is packed
         check_params(session.project.root, variants)  # (a refused override leaves them idle)
-        archive = ray.put(cluster.pack_project(session.project.root, session))  # once, for every trial
+        archive = cluster.pack_project(session.project.root, session)
         labels = [
             name if len(variants) == 1 and name else f"{name or 'exp'}-{i + 1}" for i in range(len(variants))
         ]
@@ -184,7 +185,7 @@ def _run_on_ray(
                 on_trial(index, Experiment(variants[index], result["run_id"], result["ok"], result["output"]))
 
         try:
-            results = cluster.run_trials(ray, archive, trials, targets, resources=resources, on_done=done)
+            results = sweep.run(archive, trials, targets, on_done=done)
         except KeyboardInterrupt:
             if parent is not None:
                 _end_running_children(session, parent.id)
