@@ -355,6 +355,7 @@ def test_a_sweep_runs_every_combination_under_one_parent(project: Project) -> No
         ("0.2", "2"),
         ("0.2", "3"),
     }
+    assert all(r.tags["molen.command"] == "molen repro" for r in children)  # not `__main__.py repro`
     sampled = molen("exp", "run", "--grid", "train.lr=0.1,0.2,0.3", "--random", "2", "--seed", "1", cwd=root)
     assert sampled.returncode == 0 and sampled.stdout.count("ok  ") == 2
 

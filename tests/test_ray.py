@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import EVALUATE, PIPELINE, PREPARE
+from test_pipeline import EVALUATE, PIPELINE, PREPARE, _commit
 
 ray = pytest.importorskip("ray")
 # one worker runs them all, so one Ray cluster is started (with pytest -n 2 --dist loadgroup)
@@ -137,6 +137,9 @@ def test_a_sweep_runs_on_the_cluster_into_the_shared_stores(
     env = team_env(postgres_url, s3_bucket, s3_endpoint, ray_cluster)
     added = molen("data", "add", "data/raw.csv", cwd=root, env=env)  # the data is in the bucket now
     assert added.returncode == 0, added.stderr
+    _commit(root, "the pipeline")
+    with open(root / "prepare.py", "a") as script:
+        script.write("# not committed\n")  # the sweep runs code with uncommitted changes
     done = molen(
         "exp", "run", "--grid", "train.lr=0.1,0.2,0.3", "--grid", "train.max_depth=2,0",
         "--name", "cluster", "--executor", "ray", cwd=root, env=env,
@@ -163,6 +166,16 @@ def test_a_sweep_runs_on_the_cluster_into_the_shared_stores(
         # the data the workers used is the tracked version, read from the bucket
         record = store.get_run(finished[0].id)
         assert any(i.path == "data/raw.csv" for i in record.inputs)
+        # each trial records the code it ran as a local trial does: the sweep's commit and diff
+        # (its copy on the worker has no .git), and `molen repro` as its command
+        commit = sweep.tags["molen.git.commit"]
+        assert len(commit) == 40 and sweep.tags["molen.git.dirty"] == "true"
+        diff = {a.path: a for a in store.get_run(sweep.id).artifacts}["molen/git.diff"]
+        for child in children:
+            assert child.tags["molen.git.commit"] == commit and child.tags["molen.git.dirty"] == "true"
+            assert child.tags["molen.git.diff_hash"] == sweep.tags["molen.git.diff_hash"]
+            assert {a.path: a for a in store.get_run(child.id).artifacts}["molen/git.diff"] == diff
+            assert child.tags["molen.command"] == "molen repro"
     finally:
         store.close()
 

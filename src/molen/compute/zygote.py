@@ -8,12 +8,12 @@ own, it ends its run KILLED on SIGTERM (molen's exit handlers), and it must die 
 that started it.
 
 So each Ray worker starts, once, a *zygote*: ``python -m molen.compute.zygote``, which imports
-what a trial needs, says it is ready and then waits on its stdin. For each trial the worker writes one JSON line
-(folder, targets, environment, log file); the zygote forks a child (single-threaded, so forking
-is safe, unlike forking the Ray worker itself with its gRPC threads), answers the child's pid,
-waits for it and answers its exit status. The child redirects its output to the log file, takes
-the trial's environment and folder, and runs the same two commands in-process
-(:func:`molen.cli.main`), so a trial records exactly what the commands record.
+what a trial needs, says it is ready and then waits on its stdin. For each trial the worker
+writes one JSON line (folder, targets, environment, log file); the zygote forks a child
+(single-threaded, so forking is safe, unlike forking the Ray worker itself with its gRPC
+threads), answers the child's pid, waits for it and answers its exit status. The child redirects its
+output to the log file, takes the trial's environment and folder, and runs the same two commands
+in-process (:func:`molen.cli.main`), so a trial records exactly what the commands record.
 
 Lifetimes: the zygote gets SIGTERM when its worker dies, and each child when the zygote dies
 (``PR_SET_PDEATHSIG``), so a killed worker takes its trial down before Ray retries the task
@@ -177,6 +177,7 @@ def _child(request: dict[str, Any]) -> int:
     os.environ[REPORT_ENV] = str(Path(request["folder"]) / ".molen-report.json")
     os.chdir(request["folder"])
     for command in (["data", "checkout"], ["repro", *request["targets"]]):
+        sys.argv = ["molen", *command]  # what its run records as the command
         try:
             main(command)
         except SystemExit as exc:

@@ -7,6 +7,7 @@ loaded when it started, so its commit, diff and packages cannot change under it.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import platform
 import re
@@ -19,7 +20,20 @@ from pathlib import Path
 
 from molen.hashing import hash_bytes
 
-__all__ = ["CodeState", "Environment", "code_state", "environment", "package_snapshot"]
+__all__ = [
+    "CODE_ENV",
+    "CodeState",
+    "Environment",
+    "code_state",
+    "describe",
+    "environment",
+    "package_snapshot",
+]
+
+#: set for a process that runs a trial on a cluster, in an unpacked copy of the project without
+#: ``.git``: the git state of the code the sweep sent (see :func:`describe`), which its runs
+#: record as a local trial's runs record the repository's
+CODE_ENV = "MOLEN_CODE_STATE"
 
 _lock = threading.Lock()
 _code_states: dict[Path, CodeState | None] = {}
@@ -36,6 +50,8 @@ class CodeState:
     dirty: bool
     diff_hash: str | None
     diff: bytes = field(default=b"", repr=False)
+    #: (digest, size) of the diff in the object store, when it was stored by another process
+    diff_object: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +92,38 @@ def _capture_code(root: Path) -> CodeState | None:
     )
 
 
+def describe(state: CodeState, diff_digest: str | None) -> str:
+    """``state`` as the text of :data:`CODE_ENV`; ``diff_digest``: its diff, already stored."""
+    diff = [diff_digest, len(state.diff)] if diff_digest else None
+    fields = {"commit": state.commit, "branch": state.branch, "dirty": state.dirty}
+    return json.dumps({**fields, "diff_hash": state.diff_hash, "diff": diff})
+
+
+def _sent() -> CodeState | None:
+    """The code state in :data:`CODE_ENV`, if set (and readable)."""
+    text = os.environ.get(CODE_ENV)
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        diff = data.get("diff")
+        return CodeState(
+            commit=str(data["commit"]),
+            branch=str(data["branch"]),
+            dirty=bool(data["dirty"]),
+            diff_hash=str(data["diff_hash"]) if data.get("diff_hash") else None,
+            diff_object=(str(diff[0]), int(diff[1])) if diff else None,
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def code_state(start: Path | None = None) -> CodeState | None:
-    """The git state of the repository holding ``start`` (default: cwd), or ``None``."""
+    """The git state of the repository holding ``start`` (default: cwd), or ``None``; in a
+    trial sent to a cluster, the state of the code that was sent (:data:`CODE_ENV`)."""
+    sent = _sent()
+    if sent is not None:
+        return sent
     given = start or Path.cwd()
     with _lock:
         if given in _code_states:
@@ -98,6 +144,15 @@ def _process_start_time(pid: int) -> float | None:
         return None
 
 
+def _program() -> str:
+    """The command's name: ``molen`` also for ``python -m molen`` (whose ``argv[0]`` is the
+    package's ``__main__.py``)."""
+    if not sys.argv or not sys.argv[0]:
+        return "python"
+    path = Path(sys.argv[0])
+    return path.parent.name if path.name == "__main__.py" else path.name
+
+
 def environment() -> Environment:
     """The current process's command line, Python version, host and user."""
     global _environment
@@ -107,9 +162,7 @@ def environment() -> Environment:
         except (KeyError, OSError):
             user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
         _environment = Environment(
-            command=" ".join(
-                [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-            ),
+            command=" ".join([_program(), *sys.argv[1:]]),
             python=f"{platform.python_implementation()} {platform.python_version()}",
             host=socket.gethostname(),
             user=user,

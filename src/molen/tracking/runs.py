@@ -485,6 +485,8 @@ def _system_artifacts(workspace: Workspace) -> list[Artifact]:
     code = capture.code_state(project.root if project is not None else None)
     if code is not None and code.diff:
         attached.append(Artifact("molen/git.diff", store_object(workspace, code.diff), len(code.diff)))
+    elif code is not None and code.diff_object is not None:  # a trial's: stored by its sweep
+        attached.append(Artifact("molen/git.diff", *code.diff_object))
     return attached
 
 
