@@ -380,6 +380,50 @@ def test_sigterm_kills_the_run_and_keeps_every_metric(project: Path) -> None:
     assert len(molen.get_metric_history(run_id, "loss")) == 20000
 
 
+def test_sigterm_while_a_transaction_holds_the_runs_row_does_not_hang(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """SIGTERM interrupting a write that locked the run's row (a trial killed while it ends
+    its run): ending the run from the handler waits on that lock, which the interrupted code
+    never releases. The process must still die, within SIGTERM_WAIT, and the lock with it."""
+    from molen.stores.metadata.sql import SqlMetadataStore
+
+    init_project(tmp_path)
+    script = tmp_path / "held.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, molen
+            from sqlalchemy import text
+            from molen.workspace import open_workspace
+            run = molen.start_run()
+            store = open_workspace().metadata
+            with store.engine.begin() as connection:  # as a write the signal interrupts
+                connection.execute(text("UPDATE runs SET name = 'held' WHERE id = :id"), {"id": run.id})
+                print(run.id, flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.pause()
+            """
+        )
+    )
+    env = {**os.environ, "MOLEN_TRACKING_URI": postgres_url, "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert time.monotonic() - started < 30
+    assert "could not be ended within" in done.stderr
+    store = SqlMetadataStore(postgres_url)
+    try:
+        record = store.get_run(done.stdout.strip())
+        assert record.name != "held"  # the interrupted transaction was rolled back, not kept
+        assert store.end_run(record.id, "KILLED", int(time.time() * 1000), only_if_running=True)
+        assert store.get_run(record.id).status == "KILLED"  # nothing holds its row any more
+    finally:
+        store.close()
+
+
 def test_a_run_killed_with_sigkill_is_shown_killed(project: Path) -> None:
     process = _run_script(
         project,

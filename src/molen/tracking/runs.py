@@ -611,8 +611,21 @@ def _end_all(status: str) -> None:
             print(f"molen: could not end run {run.id[:8]}: {exc}", file=sys.stderr)
 
 
+#: how long SIGTERM waits for the runs to end before the process goes on to die
+SIGTERM_WAIT = 5.0
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _end_all(RunStatus.KILLED)
+    # The runs end from another thread, waited for a few seconds: the code the signal
+    # interrupted may hold what ending them needs (a transaction that locked the run's row, a
+    # lock of this module), and would never release it while this handler waits. Past the wait
+    # the process dies anyway; its database connections close, which rolls back what they held,
+    # and a run left RUNNING is shown dead by its pid (a sweep's driver ends it KILLED).
+    ender = threading.Thread(target=_end_all, args=(RunStatus.KILLED,), name="molen-sigterm", daemon=True)
+    ender.start()
+    ender.join(SIGTERM_WAIT)
+    if ender.is_alive():
+        print(f"molen: the runs could not be ended within {SIGTERM_WAIT:.0f} s of SIGTERM", file=sys.stderr)
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)
