@@ -189,8 +189,10 @@ def _child(request: dict[str, Any]) -> int:
 
 def _open_stores(request: dict[str, Any], opened: dict[str, str]) -> None:
     """In the zygote, before forking: open the trial's object store (an S3 client costs ~0.1
-    CPU-second to build) so that every child inherits it. Building one sends nothing, so no
-    connection is shared across the fork. Reopened when the credentials or stores change."""
+    CPU-second to build) so that every child inherits it, and store there the list of
+    installed packages that every trial's run attaches, once for all of them; and the metadata
+    store. Their connections are closed before any fork, so none is shared with a child.
+    Reopened when the credentials or stores change."""
     from molen import workspace
     from molen.config import load_settings
 
@@ -205,12 +207,28 @@ def _open_stores(request: dict[str, Any], opened: dict[str, str]) -> None:
         os.environ.clear()
         os.environ.update(env)
         os.chdir(request["folder"])
-        store = workspace.Workspace(load_settings(request["folder"])).objects
+        opened_workspace = workspace.Workspace(load_settings(request["folder"]))
+        store = opened_workspace.objects
         client = getattr(store, "client", None)
         if client is not None:  # its listing's description, read here once (no request is sent)
             client.get_paginator("list_objects_v2")
+        if opened_workspace.settings["tracking.capture_packages"]:
+            from molen.tracking.capture import package_snapshot
+            from molen.tracking.runs import store_object
+
+            store_object(opened_workspace, package_snapshot())  # a child finds it stored
+        if client is not None:
+            client.close()  # its connections: a child opens its own
+        # the runs' database too: its schema checked and its dialect set up here, once (~20
+        # CPU-ms a trial); its pool emptied, so each child connects on its own
+        engine = getattr(opened_workspace.metadata, "engine", None)
+        if engine is not None:
+            engine.dispose()
     except Exception:  # the child meets the same problem and reports it
+        from molen.stores.metadata import close_metadata_stores
+
         workspace._object_stores.clear()
+        close_metadata_stores()
     finally:
         os.chdir(here)
         os.environ.clear()
@@ -232,7 +250,6 @@ def _serve() -> None:  # pragma: no cover - runs as the zygote process (tested t
     package_snapshot()  # the installed packages, listed once for every trial's run
     import gc
 
-    gc.collect()
     gc.freeze()  # the collector leaves what is loaded alone: a child copies fewer pages of it
     current: list[int] = []
 
