@@ -157,6 +157,12 @@ def _run_on_ray(
 
     shared = cluster.require_shared_stores(session.workspace)  # before anything is started
     resources = cluster.resources_of(project_config(session.project))
+    from molen.tracking.capture import code_state
+
+    # the git state the trials record, read while this process imports Ray and joins the cluster
+    background = ThreadPoolExecutor(1)
+    git_state = background.submit(code_state, session.project.root)
+    background.shutdown(wait=False)
     ray = cluster.connect(ray_address)
     try:
         sweep = cluster.Sweep(ray, resources)
@@ -166,6 +172,7 @@ def _run_on_ray(
         labels = [
             name if len(variants) == 1 and name else f"{name or 'exp'}-{i + 1}" for i in range(len(variants))
         ]
+        git_state.result()
         code = _sent_code(session)
         trials = [
             (overrides, {**shared, **code, OVERRIDES_ENV: _overrides_text(overrides), EXP_NAME_ENV: label})
