@@ -304,7 +304,7 @@ def test_repro_runs_its_stages_on_the_cluster_and_never_sends_cached_ones(
 
 
 KILLER = """
-import os, pathlib, sys
+import os, pathlib, sys, time
 import psutil
 marker = pathlib.Path(os.environ["KILL_MARKER"])
 if not marker.exists():  # the first attempt: kill the Ray worker running this stage
@@ -313,6 +313,7 @@ if not marker.exists():  # the first attempt: kill the Ray worker running this s
         if parent.name().startswith("ray::") or "ray::" in " ".join(parent.cmdline()):
             parent.kill()
             break
+    time.sleep(120)  # still running, as a stage is when its worker is lost: it dies with it
     sys.exit(9)
 pathlib.Path("survived.txt").write_text("second attempt\\n")
 """

@@ -187,6 +187,10 @@ def _child(request: dict[str, Any]) -> int:
     return 0
 
 
+#: the environment variables that choose the stores and their credentials
+STORE_ENV = ("AWS_", "MOLEN_TRACKING_", "MOLEN_OBJECTS_")
+
+
 def _open_stores(request: dict[str, Any], opened: dict[str, str]) -> None:
     """In the zygote, before forking: open the trial's object store (an S3 client costs ~0.1
     CPU-second to build) so that every child inherits it, and store there the list of
@@ -197,7 +201,8 @@ def _open_stores(request: dict[str, Any], opened: dict[str, str]) -> None:
     from molen.config import load_settings
 
     env = request["env"]
-    key = json.dumps(sorted((k, v) for k, v in env.items() if k.startswith(("AWS_", "MOLEN_"))))
+    # what names the stores and their credentials (not a trial's own MOLEN_EXP_*, for instance)
+    key = json.dumps(sorted((k, v) for k, v in env.items() if k.startswith(STORE_ENV)))
     if opened.get("key") == key:
         return
     saved, here = dict(os.environ), os.getcwd()
