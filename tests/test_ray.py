@@ -426,3 +426,47 @@ def test_ctrl_c_cancels_the_sweep_and_its_runs_end_killed(
         if driver.poll() is None:
             driver.kill()
         store.close()
+
+
+def test_the_zygote_opens_the_stores_once_and_leaves_no_connection_to_its_children(
+    tmp_path: Path, postgres_url: str, s3_endpoint: str, s3_bucket: str
+) -> None:
+    """What a zygote opens before forking (S3 client, metadata store, the stored package list)
+    is inherited by every trial, so no connection may stay open in it: children would share
+    one socket. Checked for the team setup and for a molen server."""
+    from conftest import molen_server
+    from molen import workspace
+    from molen.compute import zygote
+    from molen.hashing import hash_bytes
+    from molen.project import init_project
+    from molen.stores.metadata import close_metadata_stores, open_metadata_store
+    from molen.tracking import capture, runs
+
+    init_project(tmp_path / "p")
+    digest = hash_bytes(capture.package_snapshot())
+    team = {
+        **os.environ,
+        "MOLEN_TRACKING_URI": postgres_url,
+        "MOLEN_OBJECTS_URL": f"s3://{s3_bucket}/zygote",
+        "MOLEN_OBJECTS_S3_ENDPOINT_URL": s3_endpoint,
+    }
+    opened: dict[str, str] = {}
+    try:
+        zygote._open_stores({"env": {**team, "MOLEN_EXP_NAME": "a"}, "folder": str(tmp_path / "p")}, opened)
+        (store,) = workspace._object_stores.values()
+        assert not store.client._endpoint.http_session._manager.pools  # no S3 connection kept
+        assert open_metadata_store(postgres_url).engine.pool.checkedin() == 0  # nor a database one
+        assert (store.url, digest) in runs._stored_objects  # a child will not store it again
+        assert store.exists(digest)  # stored once, for every trial
+        zygote._open_stores({"env": {**team, "MOLEN_EXP_NAME": "b"}, "folder": str(tmp_path / "p")}, opened)
+        assert list(workspace._object_stores.values()) == [store]  # a trial's own variables: reused
+
+        with molen_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "objects") as url:
+            served = {**os.environ, "MOLEN_TRACKING_URI": url}
+            zygote._open_stores({"env": served, "folder": str(tmp_path / "p")}, opened)
+            (through_server,) = workspace._object_stores.values()
+            assert getattr(through_server.session._local, "connection", None) is None  # none kept
+            assert through_server.exists(digest)  # the package list went to the server
+    finally:
+        workspace._object_stores.clear()
+        close_metadata_stores()

@@ -224,6 +224,8 @@ def _open_stores(request: dict[str, Any], opened: dict[str, str]) -> None:
             store_object(opened_workspace, package_snapshot())  # a child finds it stored
         if client is not None:
             client.close()  # its connections: a child opens its own
+        elif hasattr(store, "close"):
+            store.close()  # a molen server's: the connection of this thread, which a child would inherit
         # the runs' database too: its schema checked and its dialect set up here, once (~20
         # CPU-ms a trial); its pool emptied, so each child connects on its own
         engine = getattr(opened_workspace.metadata, "engine", None)

@@ -23,6 +23,10 @@ class HttpObjectStore(ObjectStore):
         super().__init__(url, verify=verify)
         self.session = HttpSession(url)
 
+    def close(self) -> None:
+        """Close this thread's connection to the server (the next request opens another)."""
+        self.session._drop()
+
     def _path(self, key: str) -> str:
         return f"{API}/objects/{urllib.parse.quote(key)}"
 
