@@ -173,7 +173,9 @@ def _run_on_ray(
             name if len(variants) == 1 and name else f"{name or 'exp'}-{i + 1}" for i in range(len(variants))
         ]
         git_state.result()
-        code = _sent_code(session)
+        from molen.tracking.runs import code_env
+
+        code = code_env(session.workspace)  # the trials' copies have no .git
         trials = [
             (overrides, {**shared, **code, OVERRIDES_ENV: _overrides_text(overrides), EXP_NAME_ENV: label})
             for overrides, label in zip(variants, labels, strict=True)
@@ -215,23 +217,6 @@ def _run_on_ray(
         return (parent.id if parent else None), experiments
     finally:
         cluster.leave(ray)
-
-
-def _sent_code(session: DataSession) -> dict[str, str]:
-    """What tells a trial on the cluster the git state of the code it runs (it has no
-    ``.git``): the environment variable :data:`~molen.tracking.capture.CODE_ENV`, its diff
-    stored in the shared object store, so its run records what a local trial's records."""
-    from molen.tracking import capture
-
-    code = capture.code_state(session.project.root)
-    if code is None:
-        return {}
-    digest = None
-    if code.diff:
-        from molen.tracking.runs import store_object
-
-        digest = store_object(session.workspace, code.diff)
-    return {capture.CODE_ENV: capture.describe(code, digest)}
 
 
 def _end_running_children(session: DataSession, parent_id: str) -> None:

@@ -490,6 +490,19 @@ def _system_artifacts(workspace: Workspace) -> list[Artifact]:
     return attached
 
 
+def code_env(workspace: Workspace) -> dict[str, str]:
+    """The environment that tells a process running in a copy of the project without
+    ``.git`` (a trial on a cluster) the git state of the code it runs
+    (:data:`~molen.tracking.capture.CODE_ENV`); the diff is stored in the object store, so
+    that process's runs attach it as :func:`start_run` attaches a local one."""
+    project = workspace.settings.project
+    code = capture.code_state(project.root if project is not None else None)
+    if code is None:
+        return {}
+    digest = store_object(workspace, code.diff) if code.diff else None
+    return {capture.CODE_ENV: capture.describe(code, digest)}
+
+
 def start_run(
     experiment: str | None = None,
     name: str | None = None,
